@@ -1,0 +1,152 @@
+"""The ``mlipstore`` command line: a thin shell over the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+
+import click
+
+from .configuration import KeyMap
+from .export import ExportError, export_for_pacemaker
+from .filters import ScanFilter
+from .ingest import ingest
+from .store import DEFAULT_STORE, Store, StoreError
+
+store_option = click.option(
+    "--store", "store_dir", default=str(DEFAULT_STORE), show_default=True,
+    type=click.Path(file_okay=False), help="Store directory.")
+
+
+def filter_options(func):
+    """Options that build a ScanFilter, passed to the command as ``where``."""
+    @click.option("--elements", help="Only configurations made of these elements, e.g. Al,Ti.")
+    @click.option("--min-atoms", type=int)
+    @click.option("--max-atoms", type=int)
+    @click.option("--min-energy-per-atom", type=float, help="eV/atom, force-consistent energy.")
+    @click.option("--max-energy-per-atom", type=float, help="eV/atom, force-consistent energy.")
+    @click.option("--max-force", type=float, help="Largest per-atom force norm, eV/Å.")
+    @click.option("--tag", "filter_tags", multiple=True, help="Any of these tags (repeatable).")
+    @functools.wraps(func)
+    def wrapper(*args, elements, min_atoms, max_atoms, min_energy_per_atom,
+                max_energy_per_atom, max_force, filter_tags, **kwargs):
+        where = ScanFilter(
+            elements=elements.split(",") if elements else None,
+            min_atoms=min_atoms, max_atoms=max_atoms,
+            min_energy_per_atom=min_energy_per_atom, max_energy_per_atom=max_energy_per_atom,
+            max_force=max_force, tags=filter_tags or None,
+        )
+        return func(*args, where=where, **kwargs)
+    return wrapper
+
+
+def _parse_references(items: tuple[str, ...]) -> dict[str, float]:
+    refs = {}
+    for item in items:
+        symbol, sep, value = item.partition("=")
+        try:
+            refs[symbol.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not SYMBOL=eV", param_hint="--reference-energy")
+    return refs
+
+
+@click.group()
+@click.version_option(package_name="mlipstore")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """A versioned store of DFT training data for ACE potentials (pacemaker)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@store_option
+@click.option("--format", "fmt", help="Reader format (ASE's names, or pacemaker-pickle); "
+              "default: detected per file.")
+@click.option("--key-map", help="Labels of non-standard files, e.g. "
+              "energy=REF_energy,forces=REF_forces,stress=REF_stress or virial=virial.")
+@click.option("--tag", "tags", multiple=True, help="Tag stored with every new configuration.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow reading pacemaker pickles (unpickling runs code from the file).")
+@click.option("--strict", is_flag=True, help="Commit nothing if anything is rejected.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet) -> None:
+    """Add the DFT configurations in PATHS (files or directories) to the store."""
+    try:
+        km = KeyMap.parse(key_map)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--key-map") from err
+    report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km, tags=tags,
+                    trust_pickle=trust_pickle, strict=strict, progress=not quiet)
+    for line in report.rejection_lines():
+        click.echo(f"rejected: {line}", err=True)
+    click.echo(report.summary())
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command("info")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_cmd(store_dir, as_json) -> None:
+    """Summarise the store: configurations, atoms, elements, shards, bytes."""
+    info = _store(store_dir).info()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"store          {info['store']}")
+    click.echo(f"configurations {info['n_configs']} ({info['n_atoms']} atoms)")
+    click.echo(f"elements       {' '.join(info['elements'])}")
+    click.echo(f"shards         {info['n_shards']} ({info['bytes'] / 1e6:.2f} MB)")
+    click.echo(f"with stress    {info['with_stress']}; "
+               f"with free energy {info['with_free_energy']}")
+    for name in ("formats", "chemical_systems", "tags"):
+        if info[name]:
+            items = ", ".join(f"{k}: {v}" for k, v in sorted(info[name].items()))
+            click.echo(f"{name.replace('_', ' '):<14} {items}")
+
+
+@main.command("export")
+@store_option
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="pacemaker DataFrame to write (.pckl.gzip).")
+@click.option("--reference-energy", "references", multiple=True, metavar="SYMBOL=eV",
+              help="Isolated-atom energy subtracted into energy_corrected (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@filter_options
+def export_cmd(store_dir, output, references, quiet, where) -> None:
+    """Write the store (or a filtered part) as pacemaker's .pckl.gzip DataFrame."""
+    try:
+        report = export_for_pacemaker(_store(store_dir), output, where,
+                                      _parse_references(references), progress=not quiet)
+    except ExportError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"wrote {report.n_structures} configurations ({report.n_atoms} atoms; "
+               f"{' '.join(report.elements)}) to {report.path}")
+
+
+@main.command("compact")
+@store_option
+@click.option("--min-rows", type=int, default=50_000, show_default=True,
+              help="Shards with fewer rows are merged.")
+def compact_cmd(store_dir, min_rows) -> None:
+    """Merge small shards into large ones (the old ones are removed)."""
+    new = _store(store_dir).compact(min_rows)
+    click.echo(f"compacted into {len(new)} shard(s)" if new else "nothing to compact")
+
+
+def _store(store_dir: str) -> Store:
+    try:
+        return Store(store_dir)
+    except StoreError as err:
+        raise click.ClickException(str(err)) from err
+
+
+if __name__ == "__main__":
+    main()

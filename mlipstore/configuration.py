@@ -1,0 +1,195 @@
+"""One DFT configuration in ASE units, built and validated from an ``ase.Atoms`` frame."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import ase
+import numpy as np
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from .identity import config_id
+
+
+class FrameError(ValueError):
+    """A frame that cannot be stored; the message says why."""
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """Where a frame keeps its labels: names looked up in the calculator results,
+    then ``atoms.info``, then ``atoms.arrays``.
+
+    ``virial`` (eV) is used when no stress is found: stress = -virial / volume.
+    """
+
+    energy: str = "energy"
+    free_energy: str = "free_energy"
+    forces: str = "forces"
+    stress: str = "stress"
+    virial: str = "virial"
+
+    @classmethod
+    def parse(cls, text: str | None) -> KeyMap:
+        """Parse ``energy=REF_energy,forces=REF_forces,...`` (the CLI's --key-map)."""
+        if not text:
+            return cls()
+        known = set(cls.__dataclass_fields__)
+        mapping: dict[str, str] = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not value:
+                raise ValueError(f"--key-map item {item!r} is not of the form quantity=label")
+            if key not in known:
+                raise ValueError(
+                    f"--key-map: unknown quantity {key!r}; known: {', '.join(sorted(known))}"
+                )
+            mapping[key] = value
+        return cls(**mapping)
+
+
+def _lookup(atoms: ase.Atoms, key: str):
+    results = atoms.calc.results if atoms.calc is not None else {}
+    for where in (results, atoms.info, atoms.arrays):
+        if key in where and where[key] is not None:
+            return where[key]
+    return None
+
+
+def _labels_present(atoms: ase.Atoms) -> str:
+    results = atoms.calc.results if atoms.calc is not None else {}
+    names = [f"calculator[{k}]" for k in results]
+    names += [f"info[{k}]" for k in atoms.info]
+    names += [f"arrays[{k}]" for k in atoms.arrays if k not in ("numbers", "positions")]
+    return ", ".join(names) or "none"
+
+
+@dataclass
+class Configuration:
+    """A labelled configuration: eV, Angstrom, eV/Angstrom, stress in eV/Angstrom^3 (Voigt)."""
+
+    numbers: np.ndarray  # (N,) int
+    positions: np.ndarray  # (N, 3)
+    cell: np.ndarray  # (3, 3), rows are lattice vectors
+    pbc: np.ndarray  # (3,) bool
+    energy: float
+    free_energy: float | None
+    forces: np.ndarray  # (N, 3)
+    stress: np.ndarray | None  # (6,) Voigt xx yy zz yz xz xy, ASE sign
+    id: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        self._validate()
+        self.id = config_id(
+            self.numbers, self.positions, self.cell, self.pbc,
+            self.energy, self.free_energy, self.forces, self.stress,
+        )
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def force_consistent_energy(self) -> float:
+        """The energy whose derivative the forces are: the free energy where reported."""
+        return self.energy if self.free_energy is None else self.free_energy
+
+    def _validate(self) -> None:
+        n = len(self.numbers)
+        if n == 0:
+            raise FrameError("frame has no atoms")
+        if np.any(self.numbers < 1) or np.any(self.numbers > 118):
+            raise FrameError("atomic numbers outside 1..118 (unknown element)")
+        for name, arr, shape in (
+            ("positions", self.positions, (n, 3)),
+            ("cell", self.cell, (3, 3)),
+            ("forces", self.forces, (n, 3)),
+            ("stress", self.stress, (6,)),
+        ):
+            if arr is None:
+                continue
+            if arr.shape != shape:
+                raise FrameError(f"{name} has shape {arr.shape}, expected {shape} for {n} atoms")
+            if not np.all(np.isfinite(arr)):
+                raise FrameError(f"{name} contains non-finite values (NaN or inf)")
+        for name in ("energy", "free_energy"):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value):
+                raise FrameError(f"{name} is not finite ({value})")
+        if self.pbc.any() and abs(np.linalg.det(self.cell)) < 1e-8:
+            raise FrameError("periodic cell has zero volume")
+
+    @classmethod
+    def from_atoms(cls, atoms: ase.Atoms, key_map: KeyMap = KeyMap()) -> Configuration:
+        """Read the labels named by ``key_map`` from ``atoms``; raise FrameError if unusable."""
+        energy = _lookup(atoms, key_map.energy)
+        forces = _lookup(atoms, key_map.forces)
+        missing = [name for name, v in (("energy", energy), ("forces", forces)) if v is None]
+        if missing:
+            wanted = ", ".join(f"{m} (label {getattr(key_map, m)!r})" for m in missing)
+            raise FrameError(
+                f"no {wanted}; labels present: {_labels_present(atoms)}; "
+                "map them with --key-map, e.g. energy=REF_energy,forces=REF_forces"
+            )
+        free_energy = _lookup(atoms, key_map.free_energy)
+        try:
+            stress = _stress(atoms, key_map)
+            return cls(
+                numbers=np.asarray(atoms.numbers, dtype=np.int64),
+                positions=np.asarray(atoms.positions, dtype=np.float64),
+                cell=np.asarray(atoms.cell.array, dtype=np.float64),
+                pbc=np.asarray(atoms.pbc, dtype=bool),
+                energy=_scalar(energy, "energy"),
+                free_energy=None if free_energy is None else _scalar(free_energy, "free_energy"),
+                forces=np.asarray(forces, dtype=np.float64),
+                stress=stress,
+            )
+        except (TypeError, ValueError) as err:
+            if isinstance(err, FrameError):
+                raise
+            raise FrameError(str(err)) from err
+
+    def to_atoms(self) -> ase.Atoms:
+        """An ``ase.Atoms`` with a SinglePointCalculator holding the labels."""
+        from ase.calculators.singlepoint import SinglePointDFTCalculator
+
+        atoms = ase.Atoms(numbers=self.numbers, positions=self.positions,
+                          cell=self.cell, pbc=self.pbc)
+        results = {"energy": self.energy, "forces": self.forces}
+        if self.free_energy is not None:
+            results["free_energy"] = self.free_energy
+        if self.stress is not None:
+            results["stress"] = self.stress
+        atoms.calc = SinglePointDFTCalculator(atoms, **results)
+        return atoms
+
+
+def _scalar(value, name: str) -> float:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size != 1:
+        raise FrameError(f"{name} has shape {arr.shape}, expected a scalar")
+    return float(arr.reshape(()))
+
+
+def _stress(atoms: ase.Atoms, key_map: KeyMap) -> np.ndarray | None:
+    stress = _lookup(atoms, key_map.stress)
+    if stress is not None:
+        return _voigt(np.asarray(stress, dtype=np.float64), "stress")
+    virial = _lookup(atoms, key_map.virial)
+    if virial is None:
+        return None
+    volume = abs(atoms.cell.volume)
+    if volume < 1e-8:
+        raise FrameError("a virial is given but the cell has zero volume: no stress")
+    return -_voigt(np.asarray(virial, dtype=np.float64), "virial") / volume
+
+
+def _voigt(arr: np.ndarray, name: str) -> np.ndarray:
+    if arr.shape == (6,):
+        return arr
+    if arr.shape == (9,):
+        arr = arr.reshape(3, 3)
+    if arr.shape == (3, 3):
+        return full_3x3_to_voigt_6_stress(arr)
+    raise FrameError(f"{name} has shape {arr.shape}, expected (6,), (9,) or (3, 3)")

@@ -1,0 +1,120 @@
+"""Immutable Parquet shards: naming, building Arrow batches in bulk, writing.
+
+A shard is named ``<kind>-<txn>-<k>of<n>.parquet``. ``txn`` identifies the call that
+wrote it (UTC time + random suffix, so names sort by time and concurrent writers never
+collide); a transaction is visible only once all ``n`` of its shards are in place.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ase.data import chemical_symbols
+
+from .configuration import Configuration
+from .schema import VEC3, schema
+
+SHARD_RE = re.compile(r"^(?P<kind>part|compact)-(?P<txn>[0-9TZ]+-[0-9a-f]{8})-(?P<k>\d{4})of(?P<n>\d{4})\.parquet$")
+ROW_GROUP_ROWS = 8192
+REPLACES_KEY = b"mlipstore.replaces"
+
+
+@dataclass(frozen=True)
+class ShardName:
+    kind: str
+    txn: str
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, name: str) -> ShardName | None:
+        m = SHARD_RE.match(name)
+        if m is None:
+            return None
+        return cls(m["kind"], m["txn"], int(m["k"]), int(m["n"]))
+
+    def __str__(self) -> str:
+        return f"{self.kind}-{self.txn}-{self.k:04d}of{self.n:04d}.parquet"
+
+
+def new_txn() -> str:
+    """A transaction id: UTC time to the microsecond plus 32 random bits."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+
+
+def chemical_system(numbers: np.ndarray) -> str:
+    return "-".join(sorted({chemical_symbols[z] for z in np.unique(numbers)}))
+
+
+def _vec3(flat_rows: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat_rows.reshape(-1), pa.float64()), 3)
+
+
+def _per_atom(arrays: list[np.ndarray], offsets: pa.Array) -> pa.ListArray:
+    return pa.ListArray.from_arrays(offsets, _vec3(np.concatenate(arrays)), type=pa.list_(VEC3))
+
+
+def configs_to_batch(
+    configs: Sequence[Configuration],
+    sources: Sequence[tuple[str, str, int, str]],
+    tags: Sequence[str],
+    ingested_at: datetime,
+) -> pa.RecordBatch:
+    """Build one RecordBatch from configurations; ``sources`` holds
+    (path, sha256, frame, format) per configuration. Arrays are built in bulk."""
+    n_atoms = np.array([c.n_atoms for c in configs], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int32))
+    numbers = np.concatenate([c.numbers for c in configs]).astype(np.uint8)
+    cells = np.stack([c.cell for c in configs]).reshape(-1, 3)
+    stress_mask = np.array([c.stress is None for c in configs])
+    stress = np.stack([np.zeros(6) if c.stress is None else c.stress for c in configs])
+    max_force = np.array([np.sqrt((c.forces**2).sum(axis=1)).max() for c in configs])
+    columns = {
+        "id": pa.array([c.id for c in configs], pa.string()),
+        "n_atoms": pa.array(n_atoms),
+        "chemical_system": pa.array([chemical_system(c.numbers) for c in configs]),
+        "numbers": pa.ListArray.from_arrays(offsets, pa.array(numbers)),
+        "positions": _per_atom([c.positions for c in configs], offsets),
+        "cell": pa.FixedSizeListArray.from_arrays(_vec3(cells), 3),
+        "pbc": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.stack([c.pbc for c in configs]).reshape(-1)), 3),
+        "energy": pa.array([c.energy for c in configs], pa.float64()),
+        "free_energy": pa.array([c.free_energy for c in configs], pa.float64()),
+        "forces": _per_atom([c.forces for c in configs], offsets),
+        "stress": pa.FixedSizeListArray.from_arrays(
+            pa.array(stress.reshape(-1), pa.float64()), 6,
+            mask=pa.array(stress_mask)),
+        "max_force": pa.array(max_force, pa.float64()),
+        "source_path": pa.array([s[0] for s in sources], pa.string()),
+        "source_sha256": pa.array([s[1] for s in sources], pa.string()),
+        "source_frame": pa.array([s[2] for s in sources], pa.int32()),
+        "source_format": pa.array([s[3] for s in sources], pa.string()),
+        "tags": pa.array([list(tags)] * len(configs), pa.list_(pa.string())),
+        "ingested_at": pa.array([ingested_at] * len(configs), pa.timestamp("us", tz="UTC")),
+    }
+    return pa.RecordBatch.from_pydict(columns, schema=schema())
+
+
+def open_writer(path: Path, metadata: dict[bytes, bytes] | None = None) -> pq.ParquetWriter:
+    """A Parquet writer with the store's schema (plus ``metadata``) and encodings."""
+    sch = schema()
+    if metadata:
+        sch = sch.with_metadata({**sch.metadata, **metadata})
+    return pq.ParquetWriter(
+        path, sch,
+        compression="zstd",
+        # floats compress far better split by byte; ids and sources are high-entropy strings
+        use_byte_stream_split=["energy", "free_energy", "max_force",
+                               "positions.list.element.list.element",
+                               "forces.list.element.list.element"],
+        write_statistics=["id", "n_atoms", "chemical_system", "energy", "free_energy",
+                          "max_force", "source_path", "ingested_at"],
+    )

@@ -1,0 +1,288 @@
+"""The store: a directory of immutable Parquet shards, appended to in atomic transactions.
+
+Layout of ``data/store``::
+
+    part-<txn>-0001of0001.parquet     shards written by ingest (never rewritten)
+    compact-<txn>-0001of0001.parquet  a shard that replaces several small ones
+    _lock                             held (flock) by the one writer at a time
+    _staging/<txn>/                   shards of a transaction being written
+
+Commit protocol: shards are written and fsynced in ``_staging/<txn>/``, a ``COMMITTING``
+marker is written, then each shard is renamed into the store. Readers only see a
+transaction once all its shards are in place. A writer that finds a staging directory
+left by a killed process rolls it forward if it had reached ``COMMITTING`` and deletes
+it otherwise, so every call ends exactly before or exactly after itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import ase
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .filters import ScanFilter
+from .schema import check_schema_version, schema
+from .shards import REPLACES_KEY, ShardName, new_txn, open_writer
+
+DEFAULT_STORE = Path("data/store")
+SHARD_ROWS = 100_000  # ~10^7 configurations in ~10^2 shards; well under DVC's ~10^4 files
+COMMIT_MARKER = "COMMITTING"
+
+
+class StoreError(RuntimeError):
+    """The store cannot do what was asked; the message says why."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Transaction:
+    """Shards written by one call; invisible to readers until ``commit``."""
+
+    def __init__(self, store: Store, kind: str = "part", metadata: dict | None = None,
+                 max_rows: int = SHARD_ROWS) -> None:
+        self.store, self.kind, self.max_rows = store, kind, max_rows
+        self.metadata = metadata or {}
+        self.txn = new_txn()
+        self.dir = store.staging / self.txn
+        self.dir.mkdir(parents=True)
+        self._staged: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_shard = 0
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Append rows, starting a new shard every ``max_rows`` rows."""
+        start = 0
+        while start < batch.num_rows:
+            if self._writer is None or self._rows_in_shard >= self.max_rows:
+                self._close_writer()
+                path = self.dir / f"{len(self._staged):04d}.parquet"
+                self._writer = open_writer(path, self.metadata)
+                self._staged.append(path)
+            take = min(batch.num_rows - start, self.max_rows - self._rows_in_shard)
+            self._writer.write(batch.slice(start, take), row_group_size=8192)
+            self._rows_in_shard += take
+            self.rows += take
+            start += take
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            self._rows_in_shard = 0
+
+    def commit(self) -> list[Path]:
+        """Make all shards visible; returns their final paths (none if nothing written)."""
+        self._close_writer()
+        if not self._staged:
+            self.abort()
+            return []
+        for path in self._staged:
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+        n = len(self._staged)
+        targets = [self.store.root / str(ShardName(self.kind, self.txn, k + 1, n))
+                   for k in range(n)]
+        (self.dir / COMMIT_MARKER).write_text(json.dumps([t.name for t in targets]))
+        _fsync_dir(self.dir)
+        _roll_forward(self.dir, self.store.root)
+        return targets
+
+    def abort(self) -> None:
+        """Discard everything written; the store is as before."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_if_empty(self.store.staging)
+
+
+def _roll_forward(staging_dir: Path, root: Path) -> None:
+    """Rename the staged shards of a transaction that reached COMMITTING into the store."""
+    names = json.loads((staging_dir / COMMIT_MARKER).read_text())
+    for k, name in enumerate(names):
+        staged = staging_dir / f"{k:04d}.parquet"
+        if staged.exists():
+            os.replace(staged, root / name)
+    _fsync_dir(root)
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    _remove_if_empty(staging_dir.parent)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+class Store:
+    """A directory of Parquet shards holding DFT configurations (see module docs)."""
+
+    def __init__(self, root: str | Path = DEFAULT_STORE, create: bool = False) -> None:
+        self.root = Path(root)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StoreError(f"no store at {self.root} (create one with 'mlipstore ingest')")
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "_staging"
+
+    # -- reading ---------------------------------------------------------------------
+    def shard_paths(self) -> list[Path]:
+        """The committed shards, oldest first."""
+        groups: dict[str, list[Path]] = defaultdict(list)
+        names: dict[Path, ShardName] = {}
+        for path in self.root.glob("*.parquet"):
+            name = ShardName.parse(path.name)
+            if name is not None:
+                groups[name.txn].append(path)
+                names[path] = name
+        complete = [p for paths in groups.values() if len(paths) == names[paths[0]].n
+                    for p in paths]
+        replaced = set()
+        for path in complete:
+            if names[path].kind == "compact":
+                meta = pq.read_schema(path).metadata or {}
+                replaced.update(json.loads(meta.get(REPLACES_KEY, b"[]")))
+        return sorted((p for p in complete if p.name not in replaced), key=lambda p: p.name)
+
+    def dataset(self) -> ds.Dataset:
+        """A pyarrow Dataset over the committed shards."""
+        return ds.dataset([str(p) for p in self.shard_paths()], schema=schema(),
+                          format="parquet")
+
+    def scan(self, where: ScanFilter | None = None, columns: list[str] | None = None
+             ) -> pa.Table:
+        """Read configurations matching ``where``, filters pushed into Parquet."""
+        where = where or ScanFilter()
+        want = columns
+        if columns is not None and where.tags and "tags" not in columns:
+            want = [*columns, "tags"]
+        table = self.dataset().to_table(columns=want, filter=where.expression())
+        table = where.apply_tags(table)
+        return table.select(columns) if columns is not None else table
+
+    def to_pandas(self, where: ScanFilter | None = None, columns: list[str] | None = None):
+        """``scan`` as a pandas DataFrame (per-atom columns hold nested lists)."""
+        return self.scan(where, columns).to_pandas()
+
+    def iter_atoms(self, where: ScanFilter | None = None) -> Iterator[ase.Atoms]:
+        """Matching configurations as ``ase.Atoms`` with their DFT labels attached."""
+        from .rows import table_to_configurations
+
+        for config, row_id in table_to_configurations(self.scan(where)):
+            atoms = config.to_atoms()
+            atoms.info["mlipstore_id"] = row_id
+            yield atoms
+
+    def ids(self) -> set[str]:
+        """All configuration ids in the store."""
+        return set(self.dataset().to_table(columns=["id"]).column("id").to_pylist())
+
+    def info(self) -> dict:
+        """Summary counts: configurations, atoms, elements, shards, bytes on disk."""
+        paths = self.shard_paths()
+        table = self.dataset().to_table(
+            columns=["n_atoms", "chemical_system", "free_energy", "stress", "tags",
+                     "source_format"])
+        elements = sorted({s for system in table.column("chemical_system").unique().to_pylist()
+                           for s in system.split("-")})
+        tags = Counter(t for ts in table.column("tags").to_pylist() for t in ts)
+        for path in paths:
+            check_schema_version(pq.read_schema(path).metadata, str(path))
+        return {
+            "store": str(self.root),
+            "n_configs": table.num_rows,
+            "n_atoms": int(np.sum(table.column("n_atoms").to_numpy())) if paths else 0,
+            "elements": elements,
+            "n_shards": len(paths),
+            "bytes": sum(p.stat().st_size for p in paths),
+            "with_free_energy": table.num_rows - table.column("free_energy").null_count,
+            "with_stress": table.num_rows - table.column("stress").null_count,
+            "formats": dict(Counter(table.column("source_format").to_pylist())),
+            "chemical_systems": dict(Counter(table.column("chemical_system").to_pylist())),
+            "tags": dict(tags),
+        }
+
+    # -- writing ---------------------------------------------------------------------
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's write lock (one writer at a time) and recover a killed writer."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "_lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._recover()
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def transaction(self, kind: str = "part", metadata: dict | None = None
+                    ) -> Iterator[Transaction]:
+        """A transaction; committed by the caller, aborted on any exception."""
+        txn = Transaction(self, kind, metadata)
+        try:
+            yield txn
+        except BaseException:
+            txn.abort()
+            raise
+        finally:
+            if txn.dir.exists() and not (txn.dir / COMMIT_MARKER).exists():
+                txn.abort()
+
+    def _recover(self) -> None:
+        """Finish or undo what a killed writer left (call with the lock held)."""
+        if self.staging.is_dir():
+            for staging_dir in sorted(self.staging.iterdir()):
+                if (staging_dir / COMMIT_MARKER).exists():
+                    _roll_forward(staging_dir, self.root)
+                else:
+                    shutil.rmtree(staging_dir, ignore_errors=True)
+            _remove_if_empty(self.staging)
+        live = {p.name for p in self.shard_paths()}
+        for path in self.root.glob("*.parquet"):
+            name = ShardName.parse(path.name)
+            if name is not None and path.name not in live:
+                path.unlink()  # replaced by a committed compaction
+
+    def compact(self, min_rows: int = SHARD_ROWS // 2) -> list[Path]:
+        """Merge shards smaller than ``min_rows`` rows into as few shards as possible.
+
+        Returns the new shard paths. The old shards are removed after the new ones are
+        committed; the replaced names are recorded in the new shards' metadata, so a
+        reader never sees a configuration twice, even if this call is killed midway.
+        """
+        with self.writing():
+            small = [p for p in self.shard_paths() if pq.read_metadata(p).num_rows < min_rows]
+            if len(small) < 2:
+                return []
+            meta = {REPLACES_KEY: json.dumps([p.name for p in small]).encode()}
+            with self.transaction("compact", meta) as txn:
+                for path in small:
+                    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+                        txn.write(batch)
+                new = txn.commit()
+            for path in small:
+                path.unlink()
+            return new
