@@ -49,7 +49,7 @@ class ScanFilter:
             terms.append(pc.field("n_atoms") <= self.max_atoms)
         if self.min_energy_per_atom is not None or self.max_energy_per_atom is not None:
             energy = pc.coalesce(pc.field("free_energy"), pc.field("energy"))
-            per_atom = pc.divide(energy, pc.cast(pc.field("n_atoms"), pa.float64()))
+            per_atom = pc.divide(energy, pc.field("n_atoms").cast(pa.float64()))
             if self.min_energy_per_atom is not None:
                 terms.append(per_atom >= self.min_energy_per_atom)
             if self.max_energy_per_atom is not None:

@@ -20,6 +20,7 @@ from .readers import DFT_FORMATS, FileError, detect_format, iread, sha256_file
 from .shards import ROW_GROUP_ROWS, configs_to_batch
 from .store import Store
 
+
 @dataclass
 class Rejection:
     """Why a file, or one frame of it, was not stored."""

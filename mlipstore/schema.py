@@ -25,7 +25,8 @@ UNITS = {
 }
 
 CONVENTIONS = {
-    "stress": "Voigt order xx yy zz yz xz xy, ASE sign (positive = tensile; stress = -virial/volume)",
+    "stress": "Voigt order xx yy zz yz xz xy, ASE sign (positive = tensile; "
+    "stress = -virial/volume)",
     "energy": "the code's energy: for VASP 'energy(sigma->0)', else the code's total energy",
     "free_energy": "the code's free energy (VASP TOTEN, QE/aims total free energy); null if "
     "the code does not report one. Forces are derivatives of the free energy",

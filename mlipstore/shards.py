@@ -22,7 +22,9 @@ from ase.data import chemical_symbols
 from .configuration import Configuration
 from .schema import VEC3, schema
 
-SHARD_RE = re.compile(r"^(?P<kind>part|compact)-(?P<txn>[0-9TZ]+-[0-9a-f]{8})-(?P<k>\d{4})of(?P<n>\d{4})\.parquet$")
+SHARD_RE = re.compile(
+    r"^(?P<kind>part|compact)-(?P<txn>[0-9TZ]+-[0-9a-f]{8})-(?P<k>\d{4})of(?P<n>\d{4})\.parquet$"
+)
 ROW_GROUP_ROWS = 8192
 REPLACES_KEY = b"mlipstore.replaces"
 

@@ -1,0 +1,86 @@
+"""Export: pacemaker's columns, the free-energy rule, reference energies, reproducible bytes."""
+
+from __future__ import annotations
+
+import ase.io
+import numpy as np
+import pandas as pd
+
+from conftest import cli, emt_frames
+
+
+def _export(store, out, *args, expect=0):
+    return cli("export", "--store", store, "-o", out, "--quiet", *args, expect=expect)
+
+
+def test_columns_and_free_energy_rule(tmp_path):
+    frames = emt_frames(4)
+    for i, atoms in enumerate(frames):  # a code reporting a free energy that differs
+        atoms.calc.results["free_energy"] = atoms.calc.results["energy"] - 0.1 * (i + 1)
+    del frames[0].calc.results["free_energy"]
+    raw = tmp_path / "x.xyz"
+    ase.io.write(raw, frames, format="extxyz")
+    store = tmp_path / "store"
+    cli("ingest", raw, "--store", store, "--quiet")
+    out = tmp_path / "data.pckl.gzip"
+    _export(store, out)
+    df = pd.read_pickle(out, compression="gzip")
+    assert list(df.columns) == ["name", "ase_atoms", "energy", "forces", "energy_corrected",
+                                "stress"]
+    assert df["energy"][0] == frames[0].calc.results["energy"]
+    for i in (1, 2, 3):
+        assert df["energy"][i] == frames[i].calc.results["free_energy"]
+    assert df["name"].is_unique and all(len(n) == 32 for n in df["name"])
+    assert df.attrs["mlipstore"]["reference_energies"] == {}
+
+
+def test_reference_energies_define_energy_corrected(tmp_path, emt_xyz):
+    store = tmp_path / "store"
+    cli("ingest", emt_xyz, "--store", store, "--quiet")
+    out = tmp_path / "data.pckl.gzip"
+    _export(store, out, "--reference-energy", "Cu=-1.5", "--reference-energy", "Au=-2.25")
+    df = pd.read_pickle(out, compression="gzip")
+    for _, row in df.iterrows():
+        symbols = row["ase_atoms"].get_chemical_symbols()
+        offset = -1.5 * symbols.count("Cu") - 2.25 * symbols.count("Au")
+        assert np.isclose(row["energy_corrected"], row["energy"] - offset, rtol=0, atol=1e-12)
+    assert df.attrs["mlipstore"]["reference_energies"] == {"Cu": -1.5, "Au": -2.25}
+
+    missing = _export(store, tmp_path / "m.pckl.gzip", "--reference-energy", "Cu=-1.5",
+                      expect=1)
+    assert "no reference energy for Au" in missing.stderr
+    assert not (tmp_path / "m.pckl.gzip").exists()
+
+
+def test_export_is_reproducible_and_filtered(tmp_path, emt_xyz):
+    store = tmp_path / "store"
+    cli("ingest", emt_xyz, "--store", store, "--quiet")
+    a, b = tmp_path / "a.pckl.gzip", tmp_path / "b.pckl.gzip"
+    _export(store, a)
+    _export(store, b)
+    assert a.read_bytes() == b.read_bytes()  # same data, same bytes, same DVC hash
+
+    only_cu = tmp_path / "cu.pckl.gzip"
+    result = _export(store, only_cu, "--elements", "Cu")
+    assert "wrote 3 configurations" in result.stdout
+    df = pd.read_pickle(only_cu, compression="gzip")
+    assert all(set(a.get_chemical_symbols()) == {"Cu"} for a in df["ase_atoms"])
+
+    none = _export(store, tmp_path / "none.pckl.gzip", "--max-atoms", "1", expect=1)
+    assert "nothing to export" in none.stderr
+
+
+def test_binary_input_round_trips_bit_for_bit(tmp_path):
+    frames = emt_frames(3)
+    raw = tmp_path / "x.traj"  # ASE trajectory: binary, so nothing is lost on the way in
+    ase.io.write(raw, frames)
+    store = tmp_path / "store"
+    cli("ingest", raw, "--store", store, "--quiet")
+    out = tmp_path / "d.pckl.gzip"
+    _export(store, out)
+    df = pd.read_pickle(out, compression="gzip")
+    for atoms, (_, row) in zip(frames, df.iterrows(), strict=True):
+        assert np.array_equal(row["stress"], atoms.get_stress())
+        assert np.array_equal(row["forces"], atoms.get_forces())
+        assert np.array_equal(row["ase_atoms"].positions, atoms.positions)
+        assert row["energy"] == atoms.calc.results["free_energy"]
