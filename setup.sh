@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up mlipstore in ./.venv (Python 3.11) and run the main job on the demo data.
-#   bash setup.sh            install, then run the job
+# Set up mlipstore in ./.venv (Python 3.11) and run the pipeline on the demo data.
+#   bash setup.sh            install, then `dvc repro` (ingest -> export -> select -> train)
 #   bash setup.sh --install  install only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet -e ".[test]"
 [ "${1:-}" = "--install" ] && exit 0
 
-export PATH="$PWD/.venv/bin:$PATH"
-mlipstore ingest data/raw --key-map forces=force,virial=virial --tag demo
-mlipstore info
-mlipstore export -o data/train.pckl.gzip
+export PATH="$PWD/.venv/bin:$PATH"   # dvc runs the stages' `mlipstore stage ...` commands
+dvc repro
+mlipstore potentials
+dvc metrics show

@@ -141,6 +141,87 @@ def compact_cmd(store_dir, min_rows) -> None:
     click.echo(f"compacted into {len(new)} shard(s)" if new else "nothing to compact")
 
 
+@main.command("stage")
+@click.argument("name", type=click.Choice(["ingest", "export", "select", "train"]))
+@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Project root (with params.yaml).")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def stage_cmd(name, project, quiet) -> None:
+    """Run one stage of dvc.yaml (dvc repro calls this)."""
+    from .config import ConfigError
+    from .pacemaker import PacemakerError
+    from .pipeline import StageError, run_stage
+
+    try:
+        click.echo(run_stage(name, project, progress=not quiet))
+    except (ConfigError, StageError, PacemakerError, ExportError, StoreError) as err:
+        raise click.ClickException(f"stage {name}: {err}") from err
+
+
+@main.command("add")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False))
+def add_cmd(paths, project) -> None:
+    """Copy DFT outputs into the project's inbox (data/raw); `dvc repro` ingests them."""
+    from .dataset import DatasetBuilder
+
+    for path in DatasetBuilder(project).add_data(paths):
+        click.echo(f"added {path}")
+
+
+@main.command("potentials")
+@click.option("--models", default="models", show_default=True,
+              type=click.Path(file_okay=False), help="Registry directory.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def potentials_cmd(models, as_json) -> None:
+    """List the potential generations with their data and metrics."""
+    from .potentials import list_potentials
+
+    rows = []
+    for p in list_potentials(models):
+        m = p.meta.get("metrics", {})
+        rows.append({
+            "generation": p.generation, "path": str(p.path), "created": p.meta.get("created"),
+            "n_train": p.meta["train"]["n_structures"], "n_test": p.meta["test"]["n_structures"],
+            "store_content_hash": p.meta["store"]["content_hash"],
+            "git_commit": p.meta["git"]["commit"], "metrics": m,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no potentials in {models} yet (run 'dvc repro')")
+        return
+    click.echo(f"{'gen':>3}  {'train':>5} {'test':>5}  {'E rmse train/test':>19}  "
+               f"{'F rmse train/test':>19}  {'created':<25} path")
+    for r in rows:
+        tr, te = r["metrics"].get("train", {}), r["metrics"].get("test", {})
+        click.echo(f"{r['generation']:>3}  {r['n_train']:>5} {r['n_test']:>5}  "
+                   f"{_pair(tr, te, 'energy_rmse'):>19}  {_pair(tr, te, 'forces_rmse'):>19}  "
+                   f"{r['created'] or '':<25} {r['path']}")
+    click.echo("energies in meV/atom, forces in meV/Å")
+
+
+def _pair(train: dict, test: dict, key: str) -> str:
+    def fmt(v):
+        return "-" if v is None else f"{v:.1f}"
+    return f"{fmt(train.get(key))} / {fmt(test.get(key))}"
+
+
+@main.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+def init_cmd(directory) -> None:
+    """Create a new project: git + DVC, dvc.yaml, params.yaml and the inbox data/raw."""
+    from .project import ProjectError, init_project
+
+    try:
+        root = init_project(directory)
+    except ProjectError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"created {root}: put DFT outputs into {root}/data/raw (or 'mlipstore add'), "
+               "then run 'dvc repro'")
+
+
 def _store(store_dir: str) -> Store:
     try:
         return Store(store_dir)

@@ -134,3 +134,19 @@ def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | Non
         elements=sorted({s for system in systems for s in system.split("-")}),
         reference_energies=dict(reference_energies or {}),
     )
+
+
+def fit_reference_energies(table: pa.Table) -> dict[str, float]:
+    """Per-element energies (eV) that best explain the force-consistent energies of
+    ``table`` by composition alone (least squares; minimum-norm where the compositions
+    cannot separate two elements, e.g. a set that is all 1:1 TiAl)."""
+    cols = Columns.from_table(table)
+    if table.num_rows == 0:
+        return {}
+    energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
+    elements = np.unique(cols.numbers)
+    rows = np.repeat(np.arange(table.num_rows), np.diff(cols.offsets))
+    composition = np.zeros((table.num_rows, len(elements)))
+    np.add.at(composition, (rows, np.searchsorted(elements, cols.numbers)), 1.0)
+    refs, *_ = np.linalg.lstsq(composition, energy, rcond=None)
+    return {chemical_symbols[z]: float(e) for z, e in zip(elements, refs, strict=True)}

@@ -8,7 +8,7 @@ are committed in one atomic step (nothing at all with ``strict``).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ class IngestReport:
     rejected: list[Rejection] = field(default_factory=list)
     files: int = 0
     skipped: list[str] = field(default_factory=list)  # directory entries not in DFT_FORMATS
+    already_ingested: int = 0  # files skipped because their sha256 is in skip_sources
     shards: list[str] = field(default_factory=list)
     committed: bool = False
 
@@ -111,17 +112,24 @@ def discover(paths: Iterable[str | Path], format: str | None, report: IngestRepo
     return found
 
 
-def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMap, trust_pickle: bool,
-            report: IngestReport, progress: bool
-            ) -> Iterator[tuple[Configuration, tuple[str, str, int, str]]]:
+KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
+
+
+def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice,
+            trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
+            progress: bool) -> Iterator[tuple[Configuration, tuple[str, str, int, str]]]:
     bar = tqdm(files, desc="ingest", unit="file", disable=not progress, leave=False)
     for path, fmt in bar:
         shown = _display_path(path)
-        report.files += 1
         try:
-            fmt = fmt or detect_format(path)
             digest = sha256_file(path)
-            for frame in iread(path, fmt, key_map, trust_pickle):
+            if digest in skip_sources:
+                report.already_ingested += 1
+                continue
+            report.files += 1
+            fmt = fmt or detect_format(path)
+            file_key_map = key_map(path) if callable(key_map) else key_map
+            for frame in iread(path, fmt, file_key_map, trust_pickle):
                 if frame.error is not None:
                     report.rejected.append(Rejection(shown, frame.index, frame.error))
                     continue
@@ -129,6 +137,7 @@ def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMap, trust_pic
         except FileError as err:
             report.rejected.append(Rejection(shown, None, str(err)))
         except OSError as err:
+            report.files += 1
             report.rejected.append(Rejection(shown, None, f"cannot read: {err}"))
         bar.set_postfix(new=report.new, dup=report.duplicate, rejected=len(report.rejected))
 
@@ -138,16 +147,18 @@ def ingest(
     store: Store,
     *,
     format: str | None = None,
-    key_map: KeyMap = KeyMap(),
+    key_map: KeyMapChoice = KeyMap(),
     tags: Sequence[str] = (),
     trust_pickle: bool = False,
     strict: bool = False,
+    skip_sources: Collection[str] = (),
     progress: bool = False,
 ) -> IngestReport:
     """Read DFT outputs into ``store``; returns the report (check ``report.ok``).
 
-    Configurations already in the store, or seen earlier in this call, count as
-    duplicates and are not written again.
+    ``key_map`` is one KeyMap or a function giving each file's. Files whose sha256 is in
+    ``skip_sources`` are not read at all. Configurations already in the store, or seen
+    earlier in this call, count as duplicates and are not written again.
     """
     report = IngestReport()
     now = datetime.now(UTC)
@@ -157,7 +168,8 @@ def ingest(
         with store.transaction() as txn:
             configs: list[Configuration] = []
             sources: list[tuple[str, str, int, str]] = []
-            for config, source in _frames(files, key_map, trust_pickle, report, progress):
+            frames = _frames(files, key_map, trust_pickle, skip_sources, report, progress)
+            for config, source in frames:
                 if config.id in known:
                     report.duplicate += 1
                     continue

@@ -17,6 +17,7 @@ it otherwise, so every call ends exactly before or exactly after itself.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -198,6 +199,18 @@ class Store:
     def ids(self) -> set[str]:
         """All configuration ids in the store."""
         return set(self.dataset().to_table(columns=["id"]).column("id").to_pylist())
+
+    def source_digests(self) -> set[str]:
+        """sha256 of every source file that contributed a configuration."""
+        column = self.dataset().to_table(columns=["source_sha256"]).column("source_sha256")
+        return set(column.unique().to_pylist())
+
+    def content_hash(self) -> str:
+        """sha256 over the sorted configuration ids: equal stores have equal hashes."""
+        digest = hashlib.sha256(b"mlipstore-content-v1")
+        for config_id in sorted(self.ids()):
+            digest.update(config_id.encode())
+        return digest.hexdigest()
 
     def info(self) -> dict:
         """Summary counts: configurations, atoms, elements, shards, bytes on disk."""

@@ -1,0 +1,223 @@
+"""params.yaml: the TrainingConfig and the settings of every pipeline stage, validated.
+
+Unknown keys are errors, and every error names the key and the value, so a typo in
+params.yaml never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .filters import ScanFilter
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """params.yaml is not valid; the message names the key, the value and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AceBasisConfig(_Strict):
+    """The ACE B-basis; pacemaker's ``potential:`` section. Elements come from the data.
+
+    ``nradmax_by_orders[k]`` / ``lmax_by_orders[k]`` limit the radial and angular
+    functions of body order k+2 (k=0: pairs, which need lmax 0).
+    """
+
+    number_of_functions_per_element: PositiveInt = 10
+    nradmax_by_orders: list[PositiveInt] = [6, 2, 1]
+    lmax_by_orders: list[int] = [0, 1, 1]
+    r_cut: PositiveFloat = 5.0  # Angstrom
+    dcut: PositiveFloat = 0.01  # Angstrom, width of the cutoff smoothing
+    radial_basis: Literal["SBessel", "ChebExpCos", "ChebPow"] = "SBessel"
+    radparameters: list[float] = [5.25]
+    ndensity: Literal[1, 2] = 1  # densities of the Finnis-Sinclair embedding
+
+    @model_validator(mode="after")
+    def _orders_match(self) -> AceBasisConfig:
+        if len(self.nradmax_by_orders) != len(self.lmax_by_orders):
+            raise ValueError(
+                f"nradmax_by_orders {self.nradmax_by_orders} and lmax_by_orders "
+                f"{self.lmax_by_orders} must list the same body orders")
+        if self.lmax_by_orders[0] != 0 or min(self.lmax_by_orders) < 0:
+            raise ValueError(f"lmax_by_orders {self.lmax_by_orders}: the pair order takes "
+                             "lmax 0 and no lmax is negative")
+        return self
+
+
+class LossWeights(_Strict):
+    """Relative weights of the loss terms; pacemaker's kappa = force / (energy + force)."""
+
+    energy: NonNegativeFloat = 0.9
+    force: NonNegativeFloat = 0.1
+    stress: float = 0.0
+
+    @field_validator("stress")
+    @classmethod
+    def _no_stress(cls, value: float) -> float:
+        if value != 0:
+            raise ValueError(f"{value}: pacemaker's loss has no stress term, so stress can "
+                             "only be 0 (stress is stored and exported, but not fitted)")
+        return value
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> LossWeights:
+        if self.energy + self.force == 0:
+            raise ValueError("energy and force weights are both 0: nothing to fit")
+        return self
+
+    @property
+    def kappa(self) -> float:
+        return self.force / (self.energy + self.force)
+
+
+class TrainingConfig(_Strict):
+    """Everything that defines a fit; every potential records the TrainingConfig it had.
+
+    reference_potential: ``none``; ``ZBL``, pacemaker's core repulsion (``repulsion:
+    auto``: ZBL below an inner cutoff found from the shortest distance in the data);
+    ``LJ``, a Lennard-Jones baseline (see the README).
+    """
+
+    ace_basis_config: AceBasisConfig = AceBasisConfig()
+    reference_potential: Literal["none", "ZBL", "LJ"] = "none"
+    max_epochs: PositiveInt = 60  # pacemaker fit.maxiter
+    batch_size: PositiveInt = 100  # pacemaker backend.batch_size
+    loss_weights: LossWeights = LossWeights()
+    l1_coeff: NonNegativeFloat = 1e-8
+    l2_coeff: NonNegativeFloat = 1e-8
+    optimizer: Literal["BFGS", "L-BFGS-B"] = "BFGS"
+    evaluator: Literal["pyace", "tensorpot"] = "pyace"
+    seed: int = 42
+
+    @field_validator("reference_potential", mode="before")
+    @classmethod
+    def _canonical_case(cls, value):
+        if isinstance(value, str):
+            return {"none": "none", "zbl": "ZBL", "lj": "LJ"}.get(value.lower(), value)
+        return value
+
+
+class IngestParams(_Strict):
+    """The ingest stage: new files of the inbox go into the store."""
+
+    inbox: str = "data/raw"
+    store: str = "data/store"
+    # glob (matched against the path inside the inbox) -> --key-map text
+    key_maps: dict[str, str] = {}
+    tags: list[str] = []
+
+
+class ExportParams(_Strict):
+    """The export stage: which configurations, and the energy reference.
+
+    reference_energies: ``auto`` fits per-element energies (eV) to the training pool by
+    least squares; a mapping gives them; ``none`` means zero.
+    """
+
+    elements: list[str] | None = None
+    min_atoms: PositiveInt | None = None
+    max_atoms: PositiveInt | None = None
+    min_energy_per_atom: float | None = None
+    max_energy_per_atom: float | None = None
+    max_force: PositiveFloat | None = None
+    tags: list[str] | None = None
+    reference_energies: Literal["auto", "none"] | dict[str, float] = "auto"
+
+    def scan_filter(self) -> ScanFilter:
+        fields = self.model_dump(exclude={"reference_energies"})
+        return ScanFilter(**fields)
+
+
+class SplitParams(_Strict):
+    """The test split: a configuration's side depends only on its id and the seed."""
+
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 42
+
+
+class SelectParams(_Strict):
+    """The select stage: which structures of the pool are trained on."""
+
+    method: Literal["maxvol", "random", "none"] = "maxvol"
+    n_structures: PositiveInt = 200
+    seed: int = 42
+    # maxvol without a fitted potential: an unfitted basis with the TrainingConfig's
+    # cutoff and radial functions, these limits, and as many functions per element as the
+    # pool allows (below the atom count of the rarest element, at most max_basis_functions)
+    max_basis_functions: PositiveInt = 1000
+    basis_nradmax_by_orders: list[PositiveInt] = [15, 6, 4, 3]
+    basis_lmax_by_orders: list[int] = [0, 3, 3, 2]
+
+    def selection_basis(self, training_basis: AceBasisConfig) -> AceBasisConfig:
+        """The basis maxvol selects with, before any potential is fitted."""
+        return AceBasisConfig.model_validate({
+            **training_basis.model_dump(),
+            "nradmax_by_orders": self.basis_nradmax_by_orders,
+            "lmax_by_orders": self.basis_lmax_by_orders,
+        })
+
+
+class Params(_Strict):
+    """The whole params.yaml."""
+
+    ingest: IngestParams = IngestParams()
+    export: ExportParams = ExportParams()
+    split: SplitParams = SplitParams()
+    select: SelectParams = SelectParams()
+    training: TrainingConfig = TrainingConfig()
+
+
+def _describe(err: ValidationError, data: dict, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        value = data
+        for part in e["loc"]:
+            value = value.get(part) if isinstance(value, dict) else None
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a setting mlipstore knows; check the spelling)"
+        lines.append(f"{source}: {key} = {value!r}: {msg}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; raise ConfigError naming each bad key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: cannot read: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, data, str(path))) from err
+
+
+def training_config(data: dict, source: str = "TrainingConfig") -> TrainingConfig:
+    """Validate a TrainingConfig from a mapping (same errors as load_params)."""
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, data, source)) from err

@@ -1,0 +1,163 @@
+"""DatasetBuilder: a project's training data, from the inbox of DFT outputs to the files
+pacemaker reads. The ingest, export and select stages of dvc.yaml call these methods.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import pandas as pd
+
+from .config import Params, load_params
+from .configuration import Configuration, KeyMap
+from .export import ExportError, fit_reference_energies, pacemaker_frame, write_pickle_gzip
+from .ingest import IngestReport, ingest
+from .layout import Layout
+from .selection import make_selection
+from .split import test_mask
+from .store import Store
+
+
+def read_own_pickle(path: Path) -> pd.DataFrame:
+    """Read a DataFrame this pipeline wrote itself (never a pickle from elsewhere)."""
+    return pd.read_pickle(path, compression="gzip")
+
+
+class DatasetBuilder:
+    """The dataset of a project (see ``Layout``), configured by its params.yaml."""
+
+    def __init__(self, root: str | Path = ".", params: Params | None = None) -> None:
+        self.layout = Layout(root)
+        if params is None:
+            params = load_params(self.layout.params) if self.layout.params.exists() else Params()
+        self.params = params
+
+    @property
+    def store(self) -> Store:
+        return Store(self.layout.store, create=True)
+
+    # -- inbox -> store ------------------------------------------------------------------
+    def add_data(self, dft_results: Iterable[str | Path | ase.Atoms]) -> list[Path]:
+        """Drop DFT results into the inbox; returns the new inbox files.
+
+        Paths (files or directories) are copied; labelled ``ase.Atoms`` are written,
+        losslessly, to one ASE trajectory named by its content. Nothing is parsed here:
+        the ingest stage validates and stores the new files.
+        """
+        inbox = self.layout.inbox
+        inbox.mkdir(parents=True, exist_ok=True)
+        added, atoms = [], []
+        for item in dft_results:
+            if isinstance(item, ase.Atoms):
+                atoms.append(item)
+            elif Path(item).is_dir():
+                target = inbox / Path(item).name
+                shutil.copytree(item, target, dirs_exist_ok=True)
+                added.append(target)
+            else:
+                added.append(_copy_unique(Path(item), inbox))
+        if atoms:
+            ids = "".join(Configuration.from_atoms(a).id for a in atoms)
+            path = inbox / f"added-{hashlib.sha256(ids.encode()).hexdigest()[:12]}.traj"
+            ase.io.write(path, atoms)
+            added.append(path)
+        return added
+
+    def key_map_for(self, path: Path) -> KeyMap:
+        """The key map of params.yaml ``ingest.key_maps`` whose glob matches ``path``."""
+        relative = path.relative_to(self.layout.inbox).as_posix()
+        for pattern, text in self.params.ingest.key_maps.items():
+            if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(path.name, pattern):
+                return KeyMap.parse(text)
+        return KeyMap()
+
+    def ingest(self, progress: bool = False) -> IngestReport:
+        """Ingest the inbox files that are not in the store yet (by file sha256)."""
+        store = self.store
+        self.layout.inbox.mkdir(parents=True, exist_ok=True)
+        return ingest([self.layout.inbox], store, key_map=self.key_map_for,
+                      tags=self.params.ingest.tags, skip_sources=store.source_digests(),
+                      progress=progress)
+
+    # -- store -> pacemaker files --------------------------------------------------------
+    def export_for_pacemaker(self, pool_path: Path | None = None, test_path: Path | None = None,
+                             progress: bool = False) -> dict:
+        """Write the training pool and the test set (pacemaker DataFrames); return a
+        summary (counts, reference energies, store content hash)."""
+        pool_path = pool_path or self.layout.pool
+        test_path = test_path or self.layout.test
+        p = self.params
+        table = self.store.scan(p.export.scan_filter())
+        if table.num_rows == 0:
+            raise ExportError(f"no configurations in {self.layout.store} match the export "
+                              "filters of params.yaml: nothing to train on")
+        is_test = test_mask(table.column("id").to_pylist(), p.split.test_fraction, p.split.seed)
+        pool, test = table.filter(~is_test), table.filter(is_test)
+        refs = p.export.reference_energies
+        if refs == "auto":
+            refs = fit_reference_energies(pool)
+        elif refs == "none":
+            refs = {}
+        write_pickle_gzip(pacemaker_frame(pool, refs, progress), pool_path)
+        write_pickle_gzip(pacemaker_frame(test, refs), test_path)
+        return {
+            "n_pool": pool.num_rows,
+            "n_test": test.num_rows,
+            "reference_energies": refs,
+            "elements": sorted({s for c in table.column("chemical_system").unique().to_pylist()
+                                for s in c.split("-")}),
+            "store_content_hash": self.store.content_hash(),
+        }
+
+    def select_active_set(self, method: str | None = None, n_structures: int | None = None,
+                          potential: Path | None = None, pool_path: Path | None = None
+                          ) -> list[str]:
+        """Ids of the pool structures to train on (default: method and size of params.yaml).
+
+        ``maxvol`` uses ``potential`` (e.g. the previous generation's .yaml) if given,
+        else the unfitted basis of the TrainingConfig.
+        """
+        s = self.params.select
+        pool = read_own_pickle(pool_path or self.layout.pool)
+        basis = s.selection_basis(self.params.training.ace_basis_config)
+        selection = make_selection(method or s.method, basis, s.seed, potential,
+                                   s.max_basis_functions)
+        return selection.select_ids(pool, n_structures or s.n_structures)
+
+
+def _copy_unique(source: Path, inbox: Path) -> Path:
+    """Copy into the inbox; an equal file there is reused, a different one is not
+    overwritten (the copy gets a content suffix)."""
+    target = inbox / source.name
+    if target.exists():
+        if _digest(target) == _digest(source):
+            return target
+        target = inbox / f"{source.stem}-{_digest(source)[:8]}{source.suffix}"
+    shutil.copyfile(source, target)
+    return target
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON (2-space indent, trailing newline) through a temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    tmp.replace(path)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

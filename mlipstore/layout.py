@@ -1,0 +1,58 @@
+"""Where a project keeps things (paths relative to the project root; dvc.yaml uses them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path(".")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def inbox(self) -> Path:  # raw DFT outputs waiting to be ingested
+        return self.root / "data" / "raw"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "data" / "store"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / "data" / "export"
+
+    @property
+    def pool(self) -> Path:  # every exported configuration not in the test set
+        return self.export_dir / "pool.pckl.gzip"
+
+    @property
+    def test(self) -> Path:
+        return self.export_dir / "test.pckl.gzip"
+
+    @property
+    def export_summary(self) -> Path:
+        return self.export_dir / "export.json"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "data" / "selection" / "selected.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"

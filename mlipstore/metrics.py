@@ -1,0 +1,64 @@
+"""Fit metrics and parity data from pacemaker's prediction pickles.
+
+pacemaker writes ``train_pred.pckl.gzip`` (and ``test_pred.pckl.gzip`` when a test set
+is given) after the fit, with ``energy_corrected``/``energy_pred`` (eV) and
+``forces``/``forces_pred`` (eV/Angstrom) per structure. Energy errors are per atom
+(meV/atom); force errors are over all Cartesian components (meV/Angstrom), as pacemaker
+reports them.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+PARITY_POINTS = 5000  # force components kept for a plot: enough to see, small to diff
+
+
+def errors(pred: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Reference and predicted energy per atom (eV/atom) and force components (eV/Å)."""
+    n_atoms = np.array([len(np.asarray(f).reshape(-1, 3)) for f in pred["forces"]], dtype=int)
+    return {
+        "energy_dft": pred["energy_corrected"].to_numpy(dtype=float) / n_atoms,
+        "energy_ace": pred["energy_pred"].to_numpy(dtype=float) / n_atoms,
+        "forces_dft": np.concatenate([np.ravel(f) for f in pred["forces"]] or [np.empty(0)]),
+        "forces_ace": np.concatenate([np.ravel(f) for f in pred["forces_pred"]]
+                                     or [np.empty(0)]),
+    }
+
+
+def summarize(pred: pd.DataFrame) -> dict[str, float | int]:
+    """RMSE and MAE of energy (meV/atom) and forces (meV/Å) and the structure count."""
+    e = errors(pred)
+    de = 1000 * (e["energy_ace"] - e["energy_dft"])
+    df = 1000 * (e["forces_ace"] - e["forces_dft"])
+    return {
+        "energy_rmse": float(np.sqrt(np.mean(de**2))),
+        "energy_mae": float(np.mean(np.abs(de))),
+        "forces_rmse": float(np.sqrt(np.mean(df**2))),
+        "forces_mae": float(np.mean(np.abs(df))),
+        "n_structures": len(pred),
+    }
+
+
+def write_parity(pred: pd.DataFrame, energy_csv: Path, forces_csv: Path,
+                 seed: int = 0) -> None:
+    """Parity data for ``dvc plots``: DFT vs ACE energy per atom and force components."""
+    e = errors(pred)
+    _write_csv(energy_csv, ["dft", "ace"], zip(e["energy_dft"], e["energy_ace"], strict=True))
+    keep = np.arange(len(e["forces_dft"]))
+    if len(keep) > PARITY_POINTS:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, PARITY_POINTS, replace=False))
+    _write_csv(forces_csv, ["dft", "ace"],
+               zip(e["forces_dft"][keep], e["forces_ace"][keep], strict=True))
+
+
+def _write_csv(path: Path, header: list[str], rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows((f"{a:.8g}", f"{b:.8g}") for a, b in rows)

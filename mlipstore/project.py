@@ -1,0 +1,53 @@
+"""``mlipstore init``: a new project that works like this repository's own."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib.resources import files
+from pathlib import Path
+
+from .layout import Layout
+
+TEMPLATES = files("mlipstore") / "templates"
+GITIGNORE = "/.venv/\n__pycache__/\n"
+
+
+class ProjectError(RuntimeError):
+    """The project cannot be created; the message says why."""
+
+
+def template_text(name: str) -> str:
+    """A template of the package (dvc.yaml, params.yaml)."""
+    return (TEMPLATES / name).read_text()
+
+
+def init_project(root: str | Path) -> Path:
+    """Create a project at ``root``: git and DVC initialised, dvc.yaml, params.yaml, an
+    empty inbox data/raw; committed where git knows who you are. Returns the root."""
+    from dvc.repo import Repo
+
+    layout = Layout(Path(root))
+    for existing in ("dvc.yaml", "params.yaml"):
+        if (layout.root / existing).exists():
+            raise ProjectError(f"{layout.root / existing} exists: not overwriting a project")
+    layout.inbox.mkdir(parents=True, exist_ok=True)
+    (layout.inbox / ".gitkeep").touch()
+    for name in ("dvc.yaml", "params.yaml"):
+        (layout.root / name).write_text(template_text(name))
+    (layout.root / ".gitignore").write_text(GITIGNORE)
+    if not (layout.root / ".git").exists():
+        _git(layout.root, "init", "-q")
+    if not (layout.root / ".dvc").exists():
+        Repo.init(str(layout.root))
+    _git(layout.root, "add", "-A")
+    if shutil.which("git") and _git(layout.root, "config", "user.email", check=False):
+        _git(layout.root, "commit", "-q", "-m", "mlipstore init", check=False)
+    return layout.root
+
+
+def _git(root: Path, *args: str, check: bool = True) -> str:
+    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise ProjectError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout.strip() if result.returncode == 0 else ""

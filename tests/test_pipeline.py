@@ -1,0 +1,136 @@
+"""The DVC pipeline in throw-away projects (`mlipstore init`), with a fast fake pacemaker.
+
+The real pacemaker runs the same pipeline in test_pipeline_real.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import yaml
+from ase.build import bulk
+
+from conftest import REPO
+from mlipstore.config import Params, load_params
+from mlipstore.potentials import Potential, list_potentials
+from mlipstore.project import template_text
+from pipeline_helpers import BIN, DEMO, metrics, new_project, ran_stages, run, split_extxyz
+
+SMALL = {"select.n_structures": 40, "training.max_epochs": 4,
+         "select.max_basis_functions": 200}
+METRIC_KEYS = {"energy_rmse", "energy_mae", "forces_rmse", "forces_mae", "n_structures"}
+
+
+def test_pipeline_reproduces_compares_and_grows(tmp_path):
+    root = new_project(tmp_path / "proj", SMALL)
+    raw = root / "data" / "raw"
+    split_extxyz(DEMO, [(raw / "a_TiAl_tutorial.xyz", 0, 120)])
+    later = tmp_path / "b_TiAl_tutorial.xyz"
+    split_extxyz(DEMO, [(later, 120, 160)])
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "data"], root)
+
+    # a fresh project: dvc repro runs every stage and registers generation 01
+    out = run(["dvc", "repro"], root).stdout
+    assert ran_stages(out) == ["ingest", "export", "select", "train"]
+    assert "120 new, 0 duplicate, 0 rejected from 1 file(s)" in out
+    gen1 = root / "models" / "potential_gen_01.yace"
+    assert gen1.exists() and gen1.with_suffix(".asi").exists()
+    m = metrics(root)
+    assert m["generation"] == 1 and set(m["train"]) == set(m["test"]) == METRIC_KEYS
+    export = json.loads((root / "data" / "export" / "export.json").read_text())
+    assert m["train"]["n_structures"] <= 40 and m["test"]["n_structures"] == export["n_test"]
+    lineage = json.loads(gen1.with_suffix(".json").read_text())
+    assert lineage["params"] == load_params(root / "params.yaml").model_dump(mode="json")
+    assert lineage["store"]["content_hash"] == export["store_content_hash"]
+    assert len(lineage["train"]["ids"]) == m["train"]["n_structures"]
+    assert not set(lineage["train"]["ids"]) & set(lineage["test"]["ids"])
+    assert yaml.safe_load(lineage["input_yaml"])["fit"]["maxiter"] == 4
+    assert lineage["git"]["commit"] and lineage["versions"]["python-ace"] == "0.4.0rc1"
+
+    # nothing changed: nothing runs, status is clean
+    assert ran_stages(run(["dvc", "repro"], root).stdout) == []
+    assert json.loads(run(["dvc", "status", "--json"], root).stdout) == {}
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "generation 1"], root)
+
+    # a training hyperparameter: only train re-runs, and metrics diff shows the change
+    out = run(["dvc", "exp", "run", "-S", "training.max_epochs=25"], root).stdout
+    assert ran_stages(out) == ["train"]
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root).stdout)
+    changed = diff["metrics.json"]
+    assert changed["train.energy_rmse"]["new"] < changed["train.energy_rmse"]["old"]
+    assert changed["generation"] == {"old": 1, "new": 2, "diff": 1}
+
+    # a selection key: select and train re-run, ingest and export do not
+    out = run(["dvc", "exp", "run", "-S", "select.n_structures=30"], root).stdout
+    assert ran_stages(out) == ["select", "train"]
+
+    # a new DFT file in the inbox: only it is ingested, and a new generation appears
+    run([str(BIN / "mlipstore"), "add", str(later)], root)
+    out = run(["dvc", "repro"], root).stdout
+    assert ran_stages(out)[0] == "ingest"
+    assert "40 new, 0 duplicate, 0 rejected from 1 file(s)" in out
+    assert "1 file(s) already ingested" in out
+    generations = [p.generation for p in list_potentials(root / "models")]
+    assert generations == [1, 2, 3, 4]
+    old = Potential.load(1, root / "models")
+    atoms = bulk("Al", "fcc", a=4.05) * (2, 2, 2)
+    atoms.symbols[:3] = "Ti"
+    atoms.calc = old.calculator()
+    assert np.isfinite(atoms.get_potential_energy()) and np.isfinite(atoms.get_forces()).all()
+    listing = run([str(BIN / "mlipstore"), "potentials", "--json"], root).stdout
+    assert [row["generation"] for row in json.loads(listing)] == [1, 2, 3, 4]
+
+
+def test_failed_fit_registers_nothing(tmp_path):
+    root = new_project(tmp_path / "proj", SMALL)
+    split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 60)])
+    for stage in ("ingest", "export", "select"):
+        run([str(BIN / "mlipstore"), "stage", stage, "--quiet"], root)
+    failed = run([str(BIN / "mlipstore"), "stage", "train", "--quiet"], root, check=False,
+                 FAKE_PACEMAKER_FAIL="1")
+    assert failed.returncode == 1
+    assert "pacemaker failed with exit status 3" in failed.stderr
+    assert "simulated crash" in failed.stderr
+    assert list_potentials(root / "models") == [] and not (root / "metrics.json").exists()
+
+
+def test_bad_params_name_the_key(tmp_path):
+    root = new_project(tmp_path / "proj", {"training.loss_weights.stress": 0.5})
+    result = run([str(BIN / "mlipstore"), "stage", "export"], root, check=False)
+    assert result.returncode == 1
+    assert "training.loss_weights.stress = 0.5" in result.stderr
+    assert "no stress term" in result.stderr
+
+
+def test_repo_pipeline_is_the_template():
+    """`mlipstore init` scaffolds exactly this repository's pipeline (its dvc.yaml adds
+    only the code each stage runs as dependencies)."""
+    ours = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    template = yaml.safe_load(template_text("dvc.yaml"))
+    for name, stage in ours["stages"].items():
+        code = [d for d in stage["deps"] if d.startswith("mlipstore/")]
+        assert code, f"stage {name} lists no code dependency"
+        stage["deps"] = [d for d in stage["deps"] if d not in code]
+    assert ours == template
+    assert (REPO / "params.yaml").read_text() == template_text("params.yaml")
+    assert load_params(REPO / "params.yaml").training == Params().training
+
+
+def test_add_data_copies_files_and_writes_atoms(tmp_path):
+    from conftest import emt_frames
+    from mlipstore.config import IngestParams
+    from mlipstore.dataset import DatasetBuilder
+
+    params = Params(ingest=IngestParams(key_maps={"*TiAl*": "forces=force,virial=virial"}))
+    builder = DatasetBuilder(tmp_path, params)
+    shutil.copy(DEMO, tmp_path / "TiAl_tutorial.xyz")
+    first = builder.add_data([tmp_path / "TiAl_tutorial.xyz"])
+    assert builder.add_data([tmp_path / "TiAl_tutorial.xyz"]) == first  # same file: reused
+    written = builder.add_data(emt_frames(3))
+    assert written[0].suffix == ".traj"
+    report = builder.ingest()
+    assert report.ok and report.new == 3 + 329
