@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from importlib.resources import files
 from pathlib import Path
@@ -41,8 +40,8 @@ def init_project(root: str | Path) -> Path:
     if not (layout.root / ".dvc").exists():
         Repo.init(str(layout.root))
     _git(layout.root, "add", "-A")
-    if shutil.which("git") and _git(layout.root, "config", "user.email", check=False):
-        _git(layout.root, "commit", "-q", "-m", "mlipstore init", check=False)
+    # without a git identity this commit fails; the files stay staged for the user's own
+    _git(layout.root, "commit", "-q", "-m", "mlipstore init", check=False)
     return layout.root
 
 

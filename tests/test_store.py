@@ -124,12 +124,18 @@ def test_filters_are_pushed_down(store_dir, tmp_path):
     assert atoms[0].get_stress().shape == (6,)
 
 
-def test_compaction_merges_small_shards_and_keeps_every_row(store_dir, tmp_path):
+def _store_of_small_shards(store_dir, tmp_path, shards: int, frames: int) -> Store:
+    """A store written by ``shards`` separate ingests of ``frames`` frames each."""
     store = Store(store_dir, create=True)
-    for seed in range(4):
+    for seed in range(shards):
         path = tmp_path / f"f{seed}.xyz"
-        ase.io.write(path, emt_frames(3, seed=10 + seed), format="extxyz")
+        ase.io.write(path, emt_frames(frames, seed=10 + seed), format="extxyz")
         ingest([path], store)
+    return store
+
+
+def test_compaction_merges_small_shards_and_keeps_every_row(store_dir, tmp_path):
+    store = _store_of_small_shards(store_dir, tmp_path, shards=4, frames=3)
     ids = store.ids()
     assert len(store.shard_paths()) == 4
     new = store.compact()
@@ -138,11 +144,7 @@ def test_compaction_merges_small_shards_and_keeps_every_row(store_dir, tmp_path)
 
 
 def test_killed_compaction_never_shows_rows_twice(store_dir, tmp_path):
-    store = Store(store_dir, create=True)
-    for seed in range(3):
-        path = tmp_path / f"f{seed}.xyz"
-        ase.io.write(path, emt_frames(2, seed=20 + seed), format="extxyz")
-        ingest([path], store)
+    store = _store_of_small_shards(store_dir, tmp_path, shards=3, frames=2)
     old = store.shard_paths()
     keep = tmp_path / "keep"
     keep.mkdir()
