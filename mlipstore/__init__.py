@@ -16,11 +16,13 @@ from .potentials import Potential, list_potentials
 from .readers import FileError, iread
 from .selection import MaxVolSelection, RandomSelection, Selection
 from .store import Store, StoreError
+from .workflow import DFTResult, TrainingPhase, WorkflowState
 
 __all__ = [
     "ConfigError", "Configuration", "DatasetBuilder", "ExportError", "FileError",
     "FrameError", "IngestReport", "KeyMap", "MaxVolSelection", "PacemakerError",
     "PacemakerRunner", "Params", "Potential", "RandomSelection", "Rejection", "ScanFilter",
-    "Selection", "Store", "StoreError", "TrainingConfig", "export_for_pacemaker", "ingest",
+    "Selection", "Store", "StoreError", "TrainingConfig", "DFTResult", "TrainingPhase",
+    "WorkflowState", "export_for_pacemaker", "ingest",
     "iread", "list_potentials", "load_params", "pacemaker_frame",
 ]

@@ -222,6 +222,68 @@ def init_cmd(directory) -> None:
                "then run 'dvc repro'")
 
 
+@main.command("cycle")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False))
+@click.option("--no-commit", is_flag=True, help="Do not commit and tag the generation.")
+def cycle_cmd(paths, project, no_commit) -> None:
+    """Run one generation: add the DFT results in PATHS, `dvc repro`, register gen_NN."""
+    from .dataset import DatasetBuilder
+    from .workflow import TrainingPhase, WorkflowError, WorkflowState, results_from_files
+
+    results = results_from_files(paths, DatasetBuilder(project))
+    for result in results:
+        if not result.success:
+            click.echo(f"skipped: {result.error}", err=True)
+    phase = TrainingPhase(project, commit=not no_commit)
+    try:
+        potential = phase.run(results)
+    except WorkflowError as err:
+        raise click.ClickException(str(err)) from err
+    except Exception as err:  # dvc reports a failed stage as its own exception types
+        raise click.ClickException(f"the pipeline failed; the workflow state is unchanged: "
+                                   f"{err}") from err
+    good = sum(r.success for r in results)
+    generation = WorkflowState.load(phase.state_path).generation
+    click.echo(f"generation {generation:02d}: {good} new result(s), "
+               f"{len(results) - good} skipped; {potential.path}")
+
+
+@main.command("screen")
+@click.argument("candidates", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--potential", "which", default=None,
+              help="Generation (gen_02, 2) or path; default: the latest.")
+@click.option("--models", default="models", show_default=True, type=click.Path(file_okay=False))
+@click.option("--gamma-threshold", default=1.0, show_default=True, type=float,
+              help="Keep structures whose largest atomic gamma exceeds this.")
+@click.option("--d-optimal", type=int, help="At most this many, chosen D-optimally.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="extxyz of the kept structures (gamma in their info), for DFT.")
+def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) -> None:
+    """Extrapolation grade of each candidate structure; list the ones to compute with DFT."""
+    from .potentials import Potential, RegistryError
+    from .screening import read_candidates, screen, write_candidates
+
+    try:
+        potential = Potential.load(which, models)
+    except RegistryError as err:
+        raise click.ClickException(str(err)) from err
+    from .pacemaker import PacemakerError
+
+    pool = read_candidates(candidates)
+    try:
+        chosen = screen(potential, pool, gamma_threshold, d_optimal)
+    except PacemakerError as err:
+        raise click.ClickException(str(err)) from err
+    for c in chosen:
+        click.echo(f"{c.gamma:10.3f}  {c.source}:{c.frame}")
+    click.echo(f"{len(chosen)} of {len(pool)} structures above gamma {gamma_threshold} "
+               f"({potential.path.stem})")
+    if output:
+        write_candidates(chosen, output)
+        click.echo(f"wrote {output}")
+
+
 def _store(store_dir: str) -> Store:
     try:
         return Store(store_dir)

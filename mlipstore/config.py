@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from ase.data import chemical_symbols
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -89,12 +90,60 @@ class LossWeights(_Strict):
         return self.force / (self.energy + self.force)
 
 
+class ZBLParams(_Strict):
+    """ZBL reference. ``core_repulsion``: pacemaker's own (``repulsion: auto``), built into
+    the .yace, with the inner cutoff from the shortest distance in the data; targets are
+    not changed. ``delta``: ACE learns DFT - ZBL (LAMMPS ``pair_style zbl inner outer``)
+    and the deployed model is ACE + the same ZBL."""
+
+    mode: Literal["core_repulsion", "delta"] = "core_repulsion"
+    inner_cutoff: NonNegativeFloat = 1.0  # Angstrom, delta mode
+    outer_cutoff: PositiveFloat = 2.0  # Angstrom, delta mode: zero beyond
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ZBLParams:
+        if self.inner_cutoff >= self.outer_cutoff:
+            raise ValueError(f"inner_cutoff {self.inner_cutoff} must be below outer_cutoff "
+                             f"{self.outer_cutoff}")
+        return self
+
+
+class LJPair(_Strict):
+    epsilon: NonNegativeFloat  # eV
+    sigma: PositiveFloat  # Angstrom
+
+
+class LJParams(_Strict):
+    """Lennard-Jones reference (LAMMPS ``lj/cut`` with ``shift yes``): per-element epsilon
+    and sigma mixed by Lorentz-Berthelot, unless a pair such as ``Al-Ti`` is given."""
+
+    cutoff: PositiveFloat = 6.0  # Angstrom
+    elements: dict[str, LJPair] = {}
+    pairs: dict[str, LJPair] = {}
+
+    @field_validator("elements")
+    @classmethod
+    def _known_elements(cls, value: dict) -> dict:
+        unknown = [s for s in value if s not in chemical_symbols[1:]]
+        if unknown:
+            raise ValueError(f"unknown element(s) {unknown}")
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _pair_names(cls, value: dict) -> dict:
+        for name in value:
+            a, _, b = name.partition("-")
+            if a not in chemical_symbols[1:] or b not in chemical_symbols[1:]:
+                raise ValueError(f"pair {name!r} is not of the form Al-Ti")
+        return value
+
+
 class TrainingConfig(_Strict):
     """Everything that defines a fit; every potential records the TrainingConfig it had.
 
-    reference_potential: ``none``; ``ZBL``, pacemaker's core repulsion (``repulsion:
-    auto``: ZBL below an inner cutoff found from the shortest distance in the data);
-    ``LJ``, a Lennard-Jones baseline (see the README).
+    reference_potential: ``none``; ``ZBL`` (see ``zbl.mode``); ``LJ``, a Lennard-Jones
+    baseline subtracted from the targets and added back at deployment (see ``lj``).
     """
 
     ace_basis_config: AceBasisConfig = AceBasisConfig()
@@ -107,6 +156,26 @@ class TrainingConfig(_Strict):
     optimizer: Literal["BFGS", "L-BFGS-B"] = "BFGS"
     evaluator: Literal["pyace", "tensorpot"] = "pyace"
     seed: int = 42
+    zbl: ZBLParams = ZBLParams()
+    lj: LJParams = LJParams()
+
+    @model_validator(mode="after")
+    def _lj_has_parameters(self) -> TrainingConfig:
+        if self.reference_potential == "LJ" and not self.lj.elements:
+            raise ValueError("reference_potential LJ needs lj.elements: epsilon (eV) and "
+                             "sigma (Angstrom) for every element")
+        return self
+
+    def baseline(self):
+        """The pair potential subtracted from the targets (None if nothing is)."""
+        from .reference import ZBL, LennardJones
+
+        if self.reference_potential == "ZBL" and self.zbl.mode == "delta":
+            return ZBL(self.zbl.inner_cutoff, self.zbl.outer_cutoff)
+        if self.reference_potential == "LJ":
+            return LennardJones(self.lj.cutoff, self.lj.model_dump()["elements"],
+                                self.lj.model_dump()["pairs"])
+        return None
 
     @field_validator("reference_potential", mode="before")
     @classmethod
@@ -196,7 +265,8 @@ def _describe(err: ValidationError, data: dict, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a setting mlipstore knows; check the spelling)"
-        lines.append(f"{source}: {key} = {value!r}: {msg}")
+        shown = f" = {value!r}" if not isinstance(value, dict) or not value else ""
+        lines.append(f"{source}: {key or '(top level)'}{shown}: {msg}")
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .config import Params, load_params
 from .configuration import Configuration, KeyMap
-from .export import ExportError, fit_reference_energies, pacemaker_frame, write_pickle_gzip
+from .export import ExportError, pacemaker_frame, write_pickle_gzip
 from .ingest import IngestReport, ingest
 from .layout import Layout
 from .selection import make_selection
@@ -45,14 +45,16 @@ class DatasetBuilder:
         return Store(self.layout.store, create=True)
 
     # -- inbox -> store ------------------------------------------------------------------
-    def add_data(self, dft_results: Iterable[str | Path | ase.Atoms]) -> list[Path]:
-        """Drop DFT results into the inbox; returns the new inbox files.
+    def add_data(self, dft_results: Iterable[str | Path | ase.Atoms], folder: str | None = None
+                 ) -> list[Path]:
+        """Drop DFT results into the inbox (into ``folder`` inside it, which becomes their
+        tag); returns the new inbox files.
 
         Paths (files or directories) are copied; labelled ``ase.Atoms`` are written,
         losslessly, to one ASE trajectory named by its content. Nothing is parsed here:
         the ingest stage validates and stores the new files.
         """
-        inbox = self.layout.inbox
+        inbox = self.layout.inbox / folder if folder else self.layout.inbox
         inbox.mkdir(parents=True, exist_ok=True)
         added, atoms = [], []
         for item in dft_results:
@@ -73,18 +75,25 @@ class DatasetBuilder:
 
     def key_map_for(self, path: Path) -> KeyMap:
         """The key map of params.yaml ``ingest.key_maps`` whose glob matches ``path``."""
-        relative = path.relative_to(self.layout.inbox).as_posix()
+        inside = path.is_relative_to(self.layout.inbox)
+        relative = (path.relative_to(self.layout.inbox) if inside else path).as_posix()
         for pattern, text in self.params.ingest.key_maps.items():
             if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(path.name, pattern):
                 return KeyMap.parse(text)
         return KeyMap()
+
+    def tags_for(self, path: Path) -> list[str]:
+        """params.yaml ``ingest.tags``, plus the inbox folder a file sits in: files in
+        ``data/raw/gen_03/`` are tagged ``gen_03``."""
+        folders = path.relative_to(self.layout.inbox).parts[:-1]
+        return [*self.params.ingest.tags, *folders[:1]]
 
     def ingest(self, progress: bool = False) -> IngestReport:
         """Ingest the inbox files that are not in the store yet (by file sha256)."""
         store = self.store
         self.layout.inbox.mkdir(parents=True, exist_ok=True)
         return ingest([self.layout.inbox], store, key_map=self.key_map_for,
-                      tags=self.params.ingest.tags, skip_sources=store.source_digests(),
+                      tags=self.tags_for, skip_sources=store.source_digests(),
                       progress=progress)
 
     # -- store -> pacemaker files --------------------------------------------------------
@@ -101,19 +110,23 @@ class DatasetBuilder:
                               "filters of params.yaml: nothing to train on")
         is_test = test_mask(table.column("id").to_pylist(), p.split.test_fraction, p.split.seed)
         pool, test = table.filter(~is_test), table.filter(is_test)
-        refs = p.export.reference_energies
-        if refs == "auto":
-            refs = fit_reference_energies(pool)
-        elif refs == "none":
-            refs = {}
-        write_pickle_gzip(pacemaker_frame(pool, refs, progress), pool_path)
-        write_pickle_gzip(pacemaker_frame(test, refs), test_path)
+        refs = None if p.export.reference_energies == "none" else p.export.reference_energies
+        baseline = p.training.baseline()
+        if baseline is not None:
+            try:
+                baseline.check_elements(_symbols(table))
+            except ValueError as err:
+                raise ExportError(str(err)) from err
+        pool_frame = pacemaker_frame(pool, refs, baseline, progress)
+        refs = pool_frame.attrs["mlipstore"]["reference_energies"]  # "auto": fitted on pool
+        write_pickle_gzip(pool_frame, pool_path)
+        write_pickle_gzip(pacemaker_frame(test, refs, baseline), test_path)
         return {
             "n_pool": pool.num_rows,
             "n_test": test.num_rows,
             "reference_energies": refs,
-            "elements": sorted({s for c in table.column("chemical_system").unique().to_pylist()
-                                for s in c.split("-")}),
+            "baseline": baseline.describe() if baseline is not None else None,
+            "elements": _symbols(table),
             "store_content_hash": self.store.content_hash(),
         }
 
@@ -131,6 +144,11 @@ class DatasetBuilder:
         selection = make_selection(method or s.method, basis, s.seed, potential,
                                    s.max_basis_functions)
         return selection.select_ids(pool, n_structures or s.n_structures)
+
+
+def _symbols(table) -> list[str]:
+    systems = table.column("chemical_system").unique().to_pylist()
+    return sorted({s for system in systems for s in system.split("-")})
 
 
 def _copy_unique(source: Path, inbox: Path) -> Path:

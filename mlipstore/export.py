@@ -6,7 +6,8 @@ Columns: ``name`` (the configuration id), ``ase_atoms``, ``energy``, ``forces``,
 ``energy`` is the force-consistent energy: the code's free energy where it reports one
 (VASP TOTEN), else its energy, because the forces are derivatives of the free energy.
 ``energy_corrected = energy - sum of the per-element reference energies`` (isolated-atom
-energies given by the user; none means zero). The references are recorded in
+energies given by the user, or fitted with "auto"; none means zero), minus a delta-learning
+baseline where one is used. References and baseline are recorded in
 ``DataFrame.attrs["mlipstore"]``.
 """
 
@@ -28,6 +29,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from tqdm import tqdm
 
 from .filters import ScanFilter
+from .reference import PairPotential
 from .rows import Columns
 from .store import Store
 
@@ -67,20 +69,43 @@ def reference_offsets(numbers: np.ndarray, offsets: np.ndarray,
     return np.add.reduceat(per_atom, offsets[:-1]) if n_rows else np.zeros(0)
 
 
-def pacemaker_frame(table: pa.Table, reference_energies: Mapping[str, float] | None = None,
-                    progress: bool = False) -> pd.DataFrame:
-    """The DataFrame pacemaker reads, built from store rows."""
+def pacemaker_frame(table: pa.Table,
+                    reference_energies: Mapping[str, float] | str | None = None,
+                    baseline: PairPotential | None = None, progress: bool = False
+                    ) -> pd.DataFrame:
+    """The DataFrame pacemaker reads, built from store rows.
+
+    ``reference_energies``: per-element eV, ``"auto"`` (fitted here, see
+    fit_reference_energies) or None. With a ``baseline`` (delta learning) its energy,
+    forces and stress are subtracted from the targets: ``energy_corrected = energy -
+    baseline - references``, ``forces`` and ``stress`` become DFT - baseline, and
+    ``energy`` stays the DFT energy.
+    """
     cols = Columns.from_table(table)
     energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
-    corrected = energy - reference_offsets(cols.numbers, cols.offsets, reference_energies)
+    stress_dft = cols.stress.copy()
+    forces_dft = cols.forces
+    baseline_energy = np.zeros(table.num_rows)
+    if baseline is not None:
+        forces_dft = cols.forces.copy()
     atoms, forces, stress = [], [], []
     for row in tqdm(range(table.num_rows), desc="export", unit="config", disable=not progress,
                     leave=False):
         sl = cols.atoms_slice(row)
-        atoms.append(ase.Atoms(numbers=cols.numbers[sl], positions=cols.positions[sl],
-                               cell=cols.cells[row], pbc=cols.pbc[row]))
-        forces.append(cols.forces[sl])
-        stress.append(None if np.isnan(cols.stress[row, 0]) else cols.stress[row])
+        structure = ase.Atoms(numbers=cols.numbers[sl], positions=cols.positions[sl],
+                              cell=cols.cells[row], pbc=cols.pbc[row])
+        if baseline is not None:
+            baseline.calculate(structure, ["energy", "forces", "stress"])
+            baseline_energy[row] = baseline.results["energy"]
+            forces_dft[sl] -= baseline.results["forces"]
+            stress_dft[row] -= baseline.results["stress"]
+        atoms.append(structure)
+        forces.append(forces_dft[sl])
+        stress.append(None if np.isnan(stress_dft[row, 0]) else stress_dft[row])
+    target = energy - baseline_energy
+    if isinstance(reference_energies, str):  # "auto"
+        reference_energies = fit_reference_energies(cols.numbers, cols.offsets, target)
+    corrected = target - reference_offsets(cols.numbers, cols.offsets, reference_energies)
     df = pd.DataFrame({
         "name": cols.ids,
         "ase_atoms": atoms,
@@ -89,9 +114,12 @@ def pacemaker_frame(table: pa.Table, reference_energies: Mapping[str, float] | N
         "energy_corrected": corrected,
         "stress": stress,
     })
+    if baseline is not None:
+        df["energy_baseline"] = baseline_energy
     df.attrs["mlipstore"] = {
         "energy": ENERGY_RULE,
         "reference_energies": dict(reference_energies or {}),
+        "baseline": baseline.describe() if baseline is not None else None,
         "units": {"energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3 (Voigt)"},
     }
     return df
@@ -124,7 +152,7 @@ def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | Non
     if table.num_rows == 0:
         raise ExportError(f"no configurations in {store.root} match the filter: nothing to "
                           "export")
-    df = pacemaker_frame(table, reference_energies, progress)
+    df = pacemaker_frame(table, reference_energies, progress=progress)
     write_pickle_gzip(df, path)
     systems = table.column("chemical_system").unique().to_pylist()
     return ExportReport(
@@ -136,17 +164,18 @@ def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | Non
     )
 
 
-def fit_reference_energies(table: pa.Table) -> dict[str, float]:
-    """Per-element energies (eV) that best explain the force-consistent energies of
-    ``table`` by composition alone (least squares; minimum-norm where the compositions
-    cannot separate two elements, e.g. a set that is all 1:1 TiAl)."""
-    cols = Columns.from_table(table)
-    if table.num_rows == 0:
+def fit_reference_energies(numbers: np.ndarray, offsets: np.ndarray, energies: np.ndarray
+                           ) -> dict[str, float]:
+    """Per-element energies (eV) that best explain ``energies`` (one per structure, atoms
+    ``numbers[offsets[k]:offsets[k+1]]``) by composition alone: least squares, and
+    minimum-norm where the compositions cannot separate two elements (e.g. a set that is
+    all 1:1 TiAl)."""
+    n_rows = len(offsets) - 1
+    if n_rows == 0:
         return {}
-    energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
-    elements = np.unique(cols.numbers)
-    rows = np.repeat(np.arange(table.num_rows), np.diff(cols.offsets))
-    composition = np.zeros((table.num_rows, len(elements)))
-    np.add.at(composition, (rows, np.searchsorted(elements, cols.numbers)), 1.0)
-    refs, *_ = np.linalg.lstsq(composition, energy, rcond=None)
+    elements = np.unique(numbers)
+    rows = np.repeat(np.arange(n_rows), np.diff(offsets))
+    composition = np.zeros((n_rows, len(elements)))
+    np.add.at(composition, (rows, np.searchsorted(elements, numbers)), 1.0)
+    refs, *_ = np.linalg.lstsq(composition, energies, rcond=None)
     return {chemical_symbols[z]: float(e) for z, e in zip(elements, refs, strict=True)}

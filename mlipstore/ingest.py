@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .configuration import Configuration, KeyMap
 from .readers import DFT_FORMATS, FileError, detect_format, iread, sha256_file
-from .shards import ROW_GROUP_ROWS, configs_to_batch
+from .shards import ROW_GROUP_ROWS, Source, configs_to_batch
 from .store import Store
 
 
@@ -113,11 +113,12 @@ def discover(paths: Iterable[str | Path], format: str | None, report: IngestRepo
 
 
 KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
+TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 
 
-def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice,
+def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
             trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
-            progress: bool) -> Iterator[tuple[Configuration, tuple[str, str, int, str]]]:
+            progress: bool) -> Iterator[tuple[Configuration, Source]]:
     bar = tqdm(files, desc="ingest", unit="file", disable=not progress, leave=False)
     for path, fmt in bar:
         shown = _display_path(path)
@@ -129,11 +130,12 @@ def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice,
             report.files += 1
             fmt = fmt or detect_format(path)
             file_key_map = key_map(path) if callable(key_map) else key_map
+            file_tags = tuple(tags(path) if callable(tags) else tags)
             for frame in iread(path, fmt, file_key_map, trust_pickle):
                 if frame.error is not None:
                     report.rejected.append(Rejection(shown, frame.index, frame.error))
                     continue
-                yield frame.config, (shown, digest, frame.index, fmt)
+                yield frame.config, Source(shown, digest, frame.index, fmt, file_tags)
         except FileError as err:
             report.rejected.append(Rejection(shown, None, str(err)))
         except OSError as err:
@@ -148,7 +150,7 @@ def ingest(
     *,
     format: str | None = None,
     key_map: KeyMapChoice = KeyMap(),
-    tags: Sequence[str] = (),
+    tags: TagsChoice = (),
     trust_pickle: bool = False,
     strict: bool = False,
     skip_sources: Collection[str] = (),
@@ -156,7 +158,7 @@ def ingest(
 ) -> IngestReport:
     """Read DFT outputs into ``store``; returns the report (check ``report.ok``).
 
-    ``key_map`` is one KeyMap or a function giving each file's. Files whose sha256 is in
+    ``key_map`` and ``tags`` are fixed or functions of the file. Files whose sha256 is in
     ``skip_sources`` are not read at all. Configurations already in the store, or seen
     earlier in this call, count as duplicates and are not written again.
     """
@@ -167,8 +169,9 @@ def ingest(
         known = store.ids()
         with store.transaction() as txn:
             configs: list[Configuration] = []
-            sources: list[tuple[str, str, int, str]] = []
-            frames = _frames(files, key_map, trust_pickle, skip_sources, report, progress)
+            sources: list[Source] = []
+            frames = _frames(files, key_map, tags, trust_pickle, skip_sources, report,
+                             progress)
             for config, source in frames:
                 if config.id in known:
                     report.duplicate += 1
@@ -178,10 +181,10 @@ def ingest(
                 configs.append(config)
                 sources.append(source)
                 if len(configs) >= ROW_GROUP_ROWS:
-                    txn.write(configs_to_batch(configs, sources, tags, now))
+                    txn.write(configs_to_batch(configs, sources, now))
                     configs, sources = [], []
             if configs:
-                txn.write(configs_to_batch(configs, sources, tags, now))
+                txn.write(configs_to_batch(configs, sources, now))
             if strict and report.rejected:
                 txn.abort()
                 return report

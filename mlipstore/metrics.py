@@ -56,6 +56,38 @@ def write_parity(pred: pd.DataFrame, energy_csv: Path, forces_csv: Path,
                zip(e["forces_dft"][keep], e["forces_ace"][keep], strict=True))
 
 
+def write_dimer_curves(potential, plots: Path, r_max: float, r_min: float = 0.5,
+                       points: int = 120) -> None:
+    """Energy of every element pair's dimer from r_min to r_max (Angstrom), as the
+    deployed model (ACE + baseline) gives it: ``plots/dimer/A-B.csv`` for ``dvc plots``
+    and ``plots/dimer.png`` to look at. Short-range behaviour is where a fit without a
+    repulsive reference fails."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    elements = potential.meta["elements"]
+    r = np.linspace(r_min, r_max, points)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, a in enumerate(elements):
+        for b in elements[i:]:
+            energy = potential.dimer_energies(a, b, r)
+            _write_csv(plots / "dimer" / f"{a}-{b}.csv", ["r", "energy"],
+                       zip(r, energy, strict=True))
+            ax.plot(r, energy - energy[-1], label=f"{a}-{b}")
+    baseline = potential.meta.get("baseline")
+    reference = potential.meta["params"]["training"]["reference_potential"]
+    ax.set(xlabel="distance (Å)", ylabel="E(r) - E(r_max) (eV)", yscale="symlog",
+           title=f"{potential.path.stem}: dimers (reference {reference}"
+                 f"{', delta' if baseline else ''})")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(plots / "dimer.png", dpi=100)
+    plt.close(fig)
+
+
 def _write_csv(path: Path, header: list[str], rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as fh:

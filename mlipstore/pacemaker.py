@@ -77,12 +77,15 @@ class PacemakerRunner:
     def configure_reference(self, ref_type: str | None = None) -> dict:
         """input.yaml settings for the reference potential (default: the config's).
 
-        ZBL is pacemaker's core repulsion (``fit.repulsion: auto``). ``none`` and ``LJ``
-        add nothing here: an LJ baseline is subtracted from the targets instead.
+        ZBL in ``core_repulsion`` mode is pacemaker's core repulsion (``fit.repulsion:
+        auto``). ``none``, ``LJ`` and ZBL in ``delta`` mode add nothing here: a baseline
+        is subtracted from the targets instead (see export.pacemaker_frame).
         """
         ref_type = ref_type or self.config.reference_potential
-        if ref_type == "ZBL":
+        if ref_type == "ZBL" and self.config.zbl.mode == "core_repulsion":
             return {"fit": {"repulsion": "auto"}}
+        if ref_type == "ZBL":
+            return {}
         if ref_type in ("none", "LJ"):
             return {}
         raise ValueError(f"unknown reference potential {ref_type!r}: use none, ZBL or LJ")

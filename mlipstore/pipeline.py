@@ -17,7 +17,7 @@ import pandas as pd
 from .config import Params
 from .dataset import DatasetBuilder, read_own_pickle, write_json
 from .export import write_pickle_gzip
-from .metrics import summarize, write_parity
+from .metrics import summarize, write_dimer_curves, write_parity
 from .pacemaker import PacemakerRunner
 from .potentials import Potential, register
 
@@ -63,6 +63,10 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
     train = pool[pool["name"].isin(set(selection["ids"]))]
     if train.empty:
         raise StageError("the selection is empty: nothing to train on")
+    baseline = params.training.baseline()
+    if export.get("baseline") != (baseline.describe() if baseline is not None else None):
+        raise StageError("the exported targets were made with another reference potential "
+                         "than params.yaml's training section: run the export stage first")
     elements = sorted({s for atoms in train["ase_atoms"] for s in atoms.get_chemical_symbols()})
     runner = PacemakerRunner(params.training)
     with tempfile.TemporaryDirectory(prefix="mlipstore-train-") as tmp:
@@ -81,6 +85,7 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
                               ".asi": result.active_set, ".log": result.log},
                              lineage, layout.models)
         _write_plots(layout.plots, result.train_predictions, result.test_predictions)
+        write_dimer_curves(potential, layout.plots, params.training.ace_basis_config.r_cut)
     write_json(layout.metrics, {"generation": potential.generation, **metrics})
     t = metrics["train"]
     return (f"registered {potential.path} (train: energy RMSE {t['energy_rmse']:.1f} meV/atom,"
@@ -116,7 +121,9 @@ def _lineage(builder: DatasetBuilder, export: dict, selection: dict, train: pd.D
                   "ids": train_ids},
         "test": {"n_structures": len(test_ids), "ids_sha256": _ids_digest(test_ids),
                  "ids": test_ids},
+        "elements": export["elements"],
         "reference_energies": export["reference_energies"],
+        "baseline": export["baseline"],
         "selection": {k: v for k, v in selection.items() if k != "ids"},
         "params": builder.params.model_dump(mode="json"),
         "input_yaml": input_yaml.read_text(),

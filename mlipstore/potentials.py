@@ -1,9 +1,13 @@
 """The registry of fitted potentials: ``models/potential_gen_NN.*`` with their lineage.
 
 Each generation NN has ``.yace`` (for LAMMPS and ASE), ``.yaml`` (pacemaker's B-basis),
-``.asi`` (active set, for extrapolation grades), ``.log`` (pacemaker's output) and
-``.json`` (lineage: data, ids, params, input.yaml, git commit, versions, metrics).
-A generation exists once its ``.json`` is in place, which is written last.
+``.asi`` (active set, for extrapolation grades), ``.log`` (pacemaker's output),
+``.lammps`` (the pair_style lines of the deployed model) and ``.json`` (lineage: data,
+ids, params, baseline, input.yaml, git commit, versions, metrics). A generation exists
+once its ``.json`` is in place, which is written last.
+
+The deployed model is ACE plus the baseline it was trained on (delta learning), rebuilt
+from the lineage, so training and deployment cannot disagree.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from ase import Atoms
+
+from .reference import PairPotential, from_description, lammps_input
+
 MODELS_DIR = Path("models")
 NAME_RE = re.compile(r"^potential_gen_(\d+)\.json$")
-SUFFIXES = (".yace", ".yaml", ".asi", ".log")
+SUFFIXES = (".yace", ".yaml", ".asi", ".log")  # copied from the fit; .lammps is written
 
 
 class RegistryError(LookupError):
@@ -47,11 +56,30 @@ class Potential:
     def active_set(self) -> Path:
         return self.path.with_suffix(".asi")
 
+    @property
+    def baseline(self) -> PairPotential | None:
+        """The reference potential subtracted in training (None if none was)."""
+        return from_description(self.meta.get("baseline"))
+
     def calculator(self):
-        """An ASE calculator evaluating this potential (pyace's PyACECalculator)."""
+        """The deployed model as one ASE calculator: ACE (pyace's PyACECalculator), plus
+        the baseline when it was trained by delta learning."""
+        from ase.calculators.mixing import SumCalculator
         from pyace import PyACECalculator
 
-        return PyACECalculator(str(self.path))
+        ace = PyACECalculator(str(self.path))
+        baseline = self.baseline
+        return ace if baseline is None else SumCalculator([ace, baseline])
+
+    def dimer_energies(self, a: str, b: str, distances: np.ndarray) -> np.ndarray:
+        """Energy (eV) of an isolated a-b dimer at each distance (Angstrom)."""
+        calc = self.calculator()
+        energies = []
+        for r in distances:
+            dimer = Atoms([a, b], positions=[[0, 0, 0], [0, 0, r]], pbc=False)
+            dimer.calc = calc
+            energies.append(dimer.get_potential_energy())
+        return np.array(energies)
 
     @classmethod
     def load(cls, which: int | str | None = None, models_dir: str | Path = MODELS_DIR
@@ -106,6 +134,12 @@ def register(files: dict[str, Path], lineage: dict, models_dir: str | Path = MOD
     lineage = {"generation": generation, "name": stem, **lineage}
     for suffix in SUFFIXES:
         _atomic_copy(files[suffix], models_dir / f"{stem}{suffix}")
+    lammps = lammps_input(f"{stem}.yace", lineage["elements"],
+                          from_description(lineage.get("baseline")),
+                          note=f"{stem}: the model as trained (mlipstore)")
+    tmp = models_dir / f".{stem}.lammps.tmp"
+    tmp.write_text(lammps)
+    os.replace(tmp, models_dir / f"{stem}.lammps")
     tmp = models_dir / f".{stem}.json.tmp"
     tmp.write_text(json.dumps(lineage, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, models_dir / f"{stem}.json")

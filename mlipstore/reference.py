@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
-from ase.data import atomic_numbers, chemical_symbols
+from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 from ase.units import _e, _eps0
 
@@ -40,6 +40,13 @@ class PairPotential(Calculator):
     @abstractmethod
     def pair(self, r: np.ndarray, zi: np.ndarray, zj: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Type and parameters, enough to rebuild it (``from_description``)."""
+
+    def check_elements(self, symbols) -> None:
+        """Raise ValueError if the potential has no parameters for some element."""
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -101,6 +108,10 @@ class ZBL(PairPotential):
         inside = r < self.cutoff
         return np.where(inside, e + switch, 0.0), np.where(inside, de + dswitch, 0.0)
 
+    def describe(self) -> dict:
+        return {"type": "ZBL", "pair_style": "zbl", "inner_cutoff": self.inner,
+                "outer_cutoff": self.cutoff, "screening": "universal (Ziegler-Biersack-Littmark)"}
+
     def lammps(self, elements: Sequence[str]) -> tuple[str, list[str]]:
         """pair_style arguments and pair_coeff lines (types numbered as ``elements``)."""
         coeffs = [f"pair_coeff {a + 1} {b + 1} zbl {atomic_numbers[elements[a]]:.1f} "
@@ -150,6 +161,11 @@ class LennardJones(PairPotential):
         de = 4 * eps * (-12 * sr6**2 + 6 * sr6) / r
         return e, de
 
+    def describe(self) -> dict:
+        return {"type": "LJ", "pair_style": "lj/cut", "cutoff": self.cutoff,
+                "elements": self.elements, "pairs": self.pairs,
+                "mixing": "Lorentz-Berthelot", "energy_shifted_to_zero_at_cutoff": True}
+
     def lammps(self, elements: Sequence[str]) -> tuple[str, list[str]]:
         coeffs = []
         for a in range(len(elements)):
@@ -159,12 +175,35 @@ class LennardJones(PairPotential):
         return f"lj/cut {self.cutoff:g}", ["pair_modify pair lj/cut shift yes", *coeffs]
 
 
+def from_description(description: dict | None) -> PairPotential | None:
+    """Rebuild a baseline from ``describe()`` output (as recorded in a lineage)."""
+    if not description:
+        return None
+    if description["type"] == "ZBL":
+        return ZBL(description["inner_cutoff"], description["outer_cutoff"])
+    if description["type"] == "LJ":
+        return LennardJones(description["cutoff"], description["elements"],
+                            description["pairs"])
+    raise ValueError(f"unknown baseline type {description['type']!r}")
+
+
+def lammps_input(yace: str, elements: Sequence[str], baseline: PairPotential | None,
+                 note: str = "") -> str:
+    """LAMMPS lines that evaluate the deployed model: ACE (+ the baseline)."""
+    elements = list(elements)
+    head = [f"# {note}".rstrip(),
+            "# atom types: " + ", ".join(f"{k + 1} {s}" for k, s in enumerate(elements)),
+            "# needs LAMMPS built with ML-PACE"]
+    species = " ".join(elements)
+    if baseline is None:
+        return "\n".join([*head, "pair_style pace", f"pair_coeff * * {yace} {species}"]) + "\n"
+    style, coeffs = baseline.lammps(elements)
+    return "\n".join([*head, f"pair_style hybrid/overlay pace {style}",
+                      f"pair_coeff * * pace {yace} {species}", *coeffs]) + "\n"
+
+
 def _pair_key(text: str) -> str:
     a, _, b = text.partition("-")
     if a not in atomic_numbers or b not in atomic_numbers:
         raise ValueError(f"pair {text!r} is not of the form Al-Ti")
     return "-".join(sorted((a, b)))
-
-
-def symbols_of(numbers) -> list[str]:
-    return [chemical_symbols[z] for z in numbers]

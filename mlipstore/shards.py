@@ -64,14 +64,20 @@ def _per_atom(arrays: list[np.ndarray], offsets: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, _vec3(np.concatenate(arrays)), type=pa.list_(VEC3))
 
 
-def configs_to_batch(
-    configs: Sequence[Configuration],
-    sources: Sequence[tuple[str, str, int, str]],
-    tags: Sequence[str],
-    ingested_at: datetime,
-) -> pa.RecordBatch:
-    """Build one RecordBatch from configurations; ``sources`` holds
-    (path, sha256, frame, format) per configuration. Arrays are built in bulk."""
+@dataclass(frozen=True)
+class Source:
+    """Where a configuration came from, and the tags it was ingested with."""
+
+    path: str
+    sha256: str
+    frame: int
+    format: str
+    tags: tuple[str, ...] = ()
+
+
+def configs_to_batch(configs: Sequence[Configuration], sources: Sequence[Source],
+                     ingested_at: datetime) -> pa.RecordBatch:
+    """Build one RecordBatch from configurations and their sources, arrays in bulk."""
     n_atoms = np.array([c.n_atoms for c in configs], dtype=np.int32)
     offsets = pa.array(np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int32))
     numbers = np.concatenate([c.numbers for c in configs]).astype(np.uint8)
@@ -95,11 +101,11 @@ def configs_to_batch(
             pa.array(stress.reshape(-1), pa.float64()), 6,
             mask=pa.array(stress_mask)),
         "max_force": pa.array(max_force, pa.float64()),
-        "source_path": pa.array([s[0] for s in sources], pa.string()),
-        "source_sha256": pa.array([s[1] for s in sources], pa.string()),
-        "source_frame": pa.array([s[2] for s in sources], pa.int32()),
-        "source_format": pa.array([s[3] for s in sources], pa.string()),
-        "tags": pa.array([list(tags)] * len(configs), pa.list_(pa.string())),
+        "source_path": pa.array([s.path for s in sources], pa.string()),
+        "source_sha256": pa.array([s.sha256 for s in sources], pa.string()),
+        "source_frame": pa.array([s.frame for s in sources], pa.int32()),
+        "source_format": pa.array([s.format for s in sources], pa.string()),
+        "tags": pa.array([list(s.tags) for s in sources], pa.list_(pa.string())),
         "ingested_at": pa.array([ingested_at] * len(configs), pa.timestamp("us", tz="UTC")),
     }
     return pa.RecordBatch.from_pydict(columns, schema=schema())

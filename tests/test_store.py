@@ -171,8 +171,8 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
         from mlipstore.ingest import _frames, IngestReport  # noqa: I001
         from mlipstore.shards import configs_to_batch
         from datetime import UTC, datetime
-        rows = list(_frames([(other, None)], KeyMap(), False, (), IngestReport(), False))
-        txn.write(configs_to_batch([r[0] for r in rows], [r[1] for r in rows], [],
+        rows = list(_frames([(other, None)], KeyMap(), (), False, (), IngestReport(), False))
+        txn.write(configs_to_batch([r[0] for r in rows], [r[1] for r in rows],
                                    datetime.now(UTC)))
         txn._close_writer()
         staged = txn.dir

@@ -1,0 +1,102 @@
+"""Extrapolation screening: which candidate structures a potential cannot handle.
+
+The extrapolation grade gamma of an atom is how far its B-projection lies outside the
+potential's active set (``.asi``, from ``pace_activeset`` on the training data): gamma <= 1
+interpolates, gamma > 1 extrapolates. A structure's grade is its largest atomic gamma.
+The most extrapolative candidates go to DFT next; ``pace_select`` can thin them to a
+D-optimal subset so the DFT budget is not spent on near-duplicates.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ase
+import ase.io
+import numpy as np
+import pandas as pd
+
+from .pacemaker import PacemakerError, tool
+from .potentials import Potential
+
+DEFAULT_GAMMA_THRESHOLD = 1.0
+
+
+@dataclass
+class Candidate:
+    atoms: ase.Atoms
+    source: str
+    frame: int
+    gamma: float = float("nan")  # largest atomic extrapolation grade
+
+
+def read_candidates(paths: Iterable[str | Path]) -> list[Candidate]:
+    """Every frame of every file (anything ASE reads; labels are not needed)."""
+    out = []
+    for path in paths:
+        for index, atoms in enumerate(ase.io.iread(str(path), index=":")):
+            out.append(Candidate(atoms, str(path), index))
+    return out
+
+
+def extrapolation_grades(potential: Potential, structures: Sequence[ase.Atoms]) -> np.ndarray:
+    """Largest atomic gamma of each structure, from the potential's B-basis and active set."""
+    from pyace import PyACECalculator
+
+    calc = PyACECalculator(str(potential.basis_yaml))
+    calc.set_active_set(str(potential.active_set))
+    grades = []
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        atoms.get_potential_energy()
+        grades.append(float(np.max(calc.results["gamma"])))
+    return np.array(grades)
+
+
+def screen(potential: Potential, candidates: list[Candidate],
+           threshold: float = DEFAULT_GAMMA_THRESHOLD, d_optimal: int | None = None
+           ) -> list[Candidate]:
+    """Candidates with gamma above ``threshold``, most extrapolative first; with
+    ``d_optimal`` at most that many, chosen by pace_select against the active set."""
+    grades = extrapolation_grades(potential, [c.atoms for c in candidates])
+    for candidate, gamma in zip(candidates, grades, strict=True):
+        candidate.gamma = gamma
+    chosen = sorted((c for c in candidates if c.gamma > threshold), key=lambda c: -c.gamma)
+    if d_optimal is not None and len(chosen) > d_optimal:
+        keep = _pace_select(potential, [c.atoms for c in chosen], d_optimal)
+        chosen = [c for i, c in enumerate(chosen) if i in keep]
+    return chosen
+
+
+def _pace_select(potential: Potential, structures: list[ase.Atoms], n: int) -> set[int]:
+    with tempfile.TemporaryDirectory(prefix="mlipstore-screen-") as tmp:
+        tmp = Path(tmp)
+        pool = tmp / "candidates.pkl.gz"
+        pd.DataFrame({"name": [str(i) for i in range(len(structures))],
+                      "ase_atoms": structures}).to_pickle(pool)
+        out = tmp / "selected.pkl.gz"
+        result = subprocess.run(
+            [tool("pace_select"), "-p", str(potential.basis_yaml.resolve()), "-a",
+             str(potential.active_set.resolve()), "-m", str(n), "-o", str(out), "-V",
+             str(pool)],
+            cwd=tmp, capture_output=True, text=True)
+        if result.returncode != 0 or not out.exists():
+            raise PacemakerError(f"pace_select failed (exit {result.returncode}):\n"
+                                 f"{(result.stdout + result.stderr)[-2000:]}")
+        return {int(name) for name in pd.read_pickle(out)["name"]}
+
+
+def write_candidates(chosen: list[Candidate], path: str | Path) -> None:
+    """extxyz with each structure's gamma, source file and frame in its info."""
+    frames = []
+    for c in chosen:
+        atoms = c.atoms.copy()
+        atoms.calc = None
+        atoms.info.update(gamma=c.gamma, source=c.source, source_frame=c.frame)
+        frames.append(atoms)
+    ase.io.write(str(path), frames, format="extxyz")

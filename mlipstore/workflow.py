@@ -1,0 +1,196 @@
+"""The training cycle of an active-learning loop: DFT results in, a new potential out.
+
+``TrainingPhase.run`` adds the successful DFT results of a generation to the inbox (in
+``data/raw/gen_NN/``, so they are tagged ``gen_NN``), reproduces the DVC pipeline (the
+result is exactly what ``dvc repro`` gives) and records the new generation in the
+``WorkflowState`` file, which changes only after a successful training: a crash or a
+failed fit leaves it as it was, and running the same phase again completes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import ase
+import numpy as np
+import yaml
+from ase.calculators.singlepoint import SinglePointDFTCalculator
+
+from .configuration import Configuration, FrameError
+from .dataset import DatasetBuilder
+from .layout import Layout
+from .potentials import Potential, list_potentials
+
+log = logging.getLogger(__name__)
+STATE_FILE = "workflow_state.yaml"
+
+
+class WorkflowError(RuntimeError):
+    """The training phase could not produce a new generation; the message says why."""
+
+
+@dataclass
+class DFTResult:
+    """One DFT calculation that came back: its structure and labels (eV, eV/Å, eV/Å^3
+    Voigt), or ``success=False`` with the reason it failed."""
+
+    atoms: ase.Atoms
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    free_energy: float | None = None
+    success: bool = True
+    error: str = ""
+
+    def labelled(self) -> ase.Atoms:
+        """The structure with its labels attached (as a SinglePointDFTCalculator)."""
+        atoms = self.atoms.copy()
+        results = {k: v for k, v in (("energy", self.energy), ("forces", self.forces),
+                                     ("stress", self.stress),
+                                     ("free_energy", self.free_energy)) if v is not None}
+        atoms.calc = SinglePointDFTCalculator(atoms, **results)
+        return atoms
+
+
+@dataclass
+class WorkflowState:
+    """What the loop has produced so far; a small YAML file meant to be read by people."""
+
+    generation: int = 0
+    current_potential: str | None = None
+    dataset_hash: str | None = None
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> WorkflowState:
+        path = Path(path)
+        if not path.exists():
+            return cls()
+        return cls(**(yaml.safe_load(path.read_text()) or {}))
+
+    def save(self, path: str | Path) -> None:
+        """Replace the file atomically (write, fsync, rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as fh:
+            yaml.safe_dump(asdict(self), fh, sort_keys=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+
+def results_from_files(paths: Iterable[str | Path], builder: DatasetBuilder) -> list[DFTResult]:
+    """DFTResults from DFT output files: each valid frame succeeds; a frame or file that
+    cannot be used is a failed result carrying the reason (key maps from params.yaml)."""
+    from .readers import FileError, iread
+
+    results = []
+    for path in map(Path, paths):
+        try:
+            for frame in iread(path, key_map=builder.key_map_for(path)):
+                if frame.config is None:
+                    results.append(DFTResult(ase.Atoms(), success=False,
+                                             error=f"{path}: frame {frame.index}: {frame.error}"))
+                else:
+                    c = frame.config
+                    results.append(DFTResult(c.to_atoms(), c.energy, c.forces, c.stress,
+                                             c.free_energy))
+        except (FileError, OSError) as err:
+            results.append(DFTResult(ase.Atoms(), success=False, error=f"{path}: {err}"))
+    return results
+
+
+class TrainingPhase:
+    """One generation of the loop in the project at ``root`` (see module docs)."""
+
+    def __init__(self, root: str | Path = ".", commit: bool = True) -> None:
+        self.layout = Layout(root)
+        self.commit = commit
+
+    @property
+    def state_path(self) -> Path:
+        return self.layout.root / STATE_FILE
+
+    def run(self, results: Iterable[DFTResult]) -> Potential:
+        """Add the successful results, reproduce the pipeline, register the generation."""
+        state = WorkflowState.load(self.state_path)
+        generation = state.generation + 1
+        good, failed = self._sort(results)
+        if failed and not good:
+            raise WorkflowError(f"none of the {len(failed)} DFT results can be used; first: "
+                                f"{failed[0]}")
+        folder = f"gen_{generation:02d}"
+        if good:
+            DatasetBuilder(self.layout.root).add_data(good, folder=folder)
+        before = {p.generation for p in list_potentials(self.layout.models)}
+        self._reproduce()
+        new = [p for p in list_potentials(self.layout.models) if p.generation not in before]
+        if not new:
+            raise WorkflowError("dvc repro trained no new potential: no new data and no "
+                                "changed settings since the last generation")
+        potential = new[-1]
+        metrics = potential.meta["metrics"]
+        state.generation = generation
+        state.current_potential = str(potential.path.relative_to(self.layout.root))
+        state.dataset_hash = potential.meta["store"]["content_hash"]
+        state.history.append({
+            "generation": generation,
+            "potential": state.current_potential,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "added": len(good), "failed": len(failed),
+            "dataset_hash": state.dataset_hash,
+            "energy_rmse_test": metrics["test"]["energy_rmse"],
+            "forces_rmse_test": metrics["test"]["forces_rmse"],
+        })
+        state.save(self.state_path)
+        if self.commit:
+            self._git_commit(generation)
+        return potential
+
+    def _sort(self, results: Iterable[DFTResult]) -> tuple[list[ase.Atoms], list[str]]:
+        """Labelled structures of the successful results; reasons for the others."""
+        good, failed = [], []
+        for index, result in enumerate(results):
+            if not result.success:
+                failed.append(f"result {index}: DFT failed: {result.error or 'no reason'}")
+                continue
+            atoms = result.labelled()
+            try:
+                Configuration.from_atoms(atoms)
+            except FrameError as err:
+                failed.append(f"result {index}: unusable: {err}")
+                continue
+            good.append(atoms)
+        for reason in failed:
+            log.warning("skipped %s", reason)
+        return good, failed
+
+    def _reproduce(self) -> None:
+        from dvc.repo import Repo
+
+        # DVC resolves stage paths against the working directory
+        with contextlib.chdir(self.layout.root), Repo(".") as repo:
+            repo.reproduce()
+
+    def _git_commit(self, generation: int) -> None:
+        """Commit the generation (params, dvc.lock, metrics, state) and tag it gen-NN, so
+        that `dvc metrics diff gen-01 gen-03` compares generations."""
+        def git(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["git", *args], cwd=self.layout.root, capture_output=True,
+                                  text=True)
+
+        if git("rev-parse", "--git-dir").returncode != 0:
+            return
+        git("add", "-A")
+        done = git("commit", "-q", "-m", f"mlipstore cycle: generation {generation:02d}")
+        if done.returncode == 0:
+            git("tag", "-f", f"gen-{generation:02d}")
+        else:
+            log.warning("could not commit generation %02d: %s", generation, done.stderr.strip())

@@ -1,0 +1,112 @@
+"""Delta learning with the real pacemaker on real DFT data (the TiAl demo set): the
+deployed model reproduces DFT as well as the fit reports, and a ZBL reference makes the
+short range repulsive where the plain fit is not."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlipstore.config import Params
+from mlipstore.pipeline import run_stage
+from mlipstore.potentials import Potential
+from pipeline_helpers import BIN, DEMO
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (BIN / "pacemaker").exists() and not shutil.which("pacemaker"),
+                       reason="pacemaker (python-ace) is not installed"),
+]
+
+SHORT = np.linspace(0.5, 1.4, 46)  # Angstrom: below the shortest distance in the data (1.51)
+LJ = {"Al": {"epsilon": 0.01, "sigma": 2.0}, "Ti": {"epsilon": 0.02, "sigma": 2.1}}
+VARIANTS = {
+    "none": {"reference_potential": "none"},
+    "zbl_core": {"reference_potential": "ZBL", "zbl": {"mode": "core_repulsion"}},
+    "zbl_delta": {"reference_potential": "ZBL", "zbl": {"mode": "delta"}},
+    "lj_delta": {"reference_potential": "LJ", "lj": {"elements": LJ}},
+}
+
+
+@pytest.fixture(scope="module")
+def fits(tmp_path_factory) -> dict[str, Potential]:
+    """One small real fit per reference, in one project (generations 1..4)."""
+    root = tmp_path_factory.mktemp("delta")
+    (root / "data" / "raw").mkdir(parents=True)
+    shutil.copy(DEMO, root / "data" / "raw")
+    potentials = {}
+    for name, training in VARIANTS.items():
+        params = Params.model_validate({
+            "ingest": {"key_maps": {"*TiAl*": "forces=force,virial=virial"}},
+            "select": {"method": "random", "n_structures": 40},
+            "training": {"max_epochs": 15, **training},
+        })
+        for stage in ("ingest", "export", "select", "train"):
+            run_stage(stage, root, params, progress=False)
+        potentials[name] = Potential.load(None, root / "models")
+    potentials["root"] = root
+    return potentials
+
+
+@pytest.mark.parametrize("name", ["none", "zbl_delta", "lj_delta"])
+def test_deployed_model_matches_dft_within_train_rmse(fits, name):
+    potential = fits[name]
+    pool = pd.read_pickle(fits["root"] / "data" / "export" / "pool.pckl.gzip",
+                          compression="gzip")  # the last export; re-derive DFT targets
+    train_ids = set(potential.meta["train"]["ids"])
+    refs = potential.meta["reference_energies"]
+    calc = potential.calculator()
+    de, df = [], []
+    for _, row in pool[pool["name"].isin(train_ids)].iterrows():
+        atoms = row["ase_atoms"].copy()
+        atoms.calc = calc
+        dft = row["energy"] - sum(refs[s] for s in atoms.get_chemical_symbols())
+        de.append((atoms.get_potential_energy() - dft) / len(atoms))
+        dft_forces = row["forces"] + (_baseline_forces(potential, row["ase_atoms"]))
+        df.append((atoms.get_forces() - dft_forces).ravel())
+    rmse_e = 1000 * np.sqrt(np.mean(np.square(de)))
+    rmse_f = 1000 * np.sqrt(np.mean(np.square(np.concatenate(df))))
+    reported = potential.meta["metrics"]["train"]
+    print(f"\n{name}: deployed model vs DFT on {len(de)} training structures: energy RMSE "
+          f"{rmse_e:.2f} meV/atom (fit reported {reported['energy_rmse']:.2f}), forces "
+          f"{rmse_f:.1f} meV/Å (reported {reported['forces_rmse']:.1f})")
+    assert len(de) == reported["n_structures"]
+    assert rmse_e <= reported["energy_rmse"] * 1.001 + 0.01
+    assert rmse_f <= reported["forces_rmse"] * 1.001 + 0.1
+
+
+def _baseline_forces(potential: Potential, atoms) -> np.ndarray:
+    """The exported forces of the last export are DFT - that export's baseline; add the
+    export's baseline back to get DFT (the last export was the LJ one)."""
+    last = Potential.load(None, potential.path.parent).baseline
+    if last is None:
+        return 0.0
+    atoms = atoms.copy()
+    atoms.calc = last
+    return atoms.get_forces()
+
+
+def _repulsive_and_monotonic(potential: Potential) -> dict[str, bool]:
+    out = {}
+    elements = potential.meta["elements"]
+    for i, a in enumerate(elements):
+        for b in elements[i:]:
+            e = potential.dimer_energies(a, b, SHORT)
+            out[f"{a}-{b}"] = bool(np.all(np.diff(e) < 0) and e[0] - e[-1] > 10.0)
+    return out
+
+
+def test_zbl_makes_short_range_repulsive(fits):
+    plain = _repulsive_and_monotonic(fits["none"])
+    core = _repulsive_and_monotonic(fits["zbl_core"])
+    delta = _repulsive_and_monotonic(fits["zbl_delta"])
+    print(f"\nrepulsive and monotonic on 0.5-1.4 Å: plain {plain}, ZBL core repulsion {core}, "
+          f"ZBL delta {delta}")
+    assert all(core.values()) and all(delta.values())
+    assert not all(plain.values())
+    plot = fits["root"] / "plots" / "dimer.png"
+    assert plot.stat().st_size > 1000
+    assert (fits["root"] / "plots" / "dimer" / "Al-Ti.csv").exists()
