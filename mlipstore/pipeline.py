@@ -19,7 +19,7 @@ from .dataset import DatasetBuilder, read_own_pickle, write_json
 from .export import write_pickle_gzip
 from .metrics import summarize, write_dimer_curves, write_parity
 from .pacemaker import PacemakerRunner
-from .potentials import Potential, register
+from .potentials import register
 
 
 class StageError(RuntimeError):
@@ -165,5 +165,3 @@ def run_stage(name: str, root: str | Path = ".", params: Params | None = None,
         raise StageError(f"unknown stage {name!r}: one of {', '.join(STAGES)}")
     return STAGES[name](DatasetBuilder(root, params), progress)
 
-
-__all__ = ["STAGES", "Potential", "StageError", "run_stage"]

@@ -89,12 +89,12 @@ def check_finished(path: Path, fmt: str) -> None:
     marker = FINISHED_MARKERS.get(fmt)
     if marker is None:
         return
-    tail = b""
+    tail, keep = b"", 8192
     with open_with_compression(str(path), "rb") as fh:
         if get_compression(str(path))[1] is None:  # plain file: only read the end
-            fh.seek(max(0, os.path.getsize(path) - 8192))
+            fh.seek(max(0, os.path.getsize(path) - keep))
         for block in iter(lambda: fh.read(1 << 20), b""):
-            tail = (tail + block)[-8192:]
+            tail = (tail + block)[-keep:]
     if marker not in tail:
         raise FileError(
             f"the {fmt} file is incomplete: no {marker.decode()!r} at its end "

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from .filters import ScanFilter
 from .schema import check_schema_version, schema
-from .shards import REPLACES_KEY, ShardName, new_txn, open_writer
+from .shards import REPLACES_KEY, ROW_GROUP_ROWS, ShardName, new_txn, open_writer
 
 DEFAULT_STORE = Path("data/store")
 SHARD_ROWS = 100_000  # ~10^7 configurations in ~10^2 shards; well under DVC's ~10^4 files
@@ -66,7 +66,6 @@ class Transaction:
         self._staged: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
         self._rows_in_shard = 0
-        self.rows = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append rows, starting a new shard every ``max_rows`` rows."""
@@ -78,9 +77,8 @@ class Transaction:
                 self._writer = open_writer(path, self.metadata)
                 self._staged.append(path)
             take = min(batch.num_rows - start, self.max_rows - self._rows_in_shard)
-            self._writer.write(batch.slice(start, take), row_group_size=8192)
+            self._writer.write(batch.slice(start, take), row_group_size=ROW_GROUP_ROWS)
             self._rows_in_shard += take
-            self.rows += take
             start += take
 
     def _close_writer(self) -> None:
@@ -293,7 +291,7 @@ class Store:
             meta = {REPLACES_KEY: json.dumps([p.name for p in small]).encode()}
             with self.transaction("compact", meta) as txn:
                 for path in small:
-                    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+                    for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS):
                         txn.write(batch)
                 new = txn.commit()
             for path in small:

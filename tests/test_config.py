@@ -50,6 +50,8 @@ def test_input_yaml_key_by_key(tmp_path, reference):
         "reference_potential": reference, "max_epochs": 123, "batch_size": 11,
         "loss_weights": {"energy": 3.0, "force": 1.0}, "l1_coeff": 1e-7, "l2_coeff": 2e-7,
         "optimizer": "L-BFGS-B", "evaluator": "pyace", "seed": 9,
+        "lj": {"elements": {"Al": {"epsilon": 0.1, "sigma": 2.5},
+                            "Ti": {"epsilon": 0.1, "sigma": 2.5}}},
     })
     doc = PacemakerRunner(config).generate_input_yaml(tmp_path / "train.pckl.gzip",
                                                       ["Ti", "Al"], tmp_path / "test.pckl.gzip")
