@@ -82,8 +82,13 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
         km = KeyMap.parse(key_map)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--key-map") from err
-    report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km, tags=tags,
-                    trust_pickle=trust_pickle, strict=strict, progress=not quiet)
+    try:
+        report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km,
+                        tags=tags, trust_pickle=trust_pickle, strict=strict,
+                        progress=not quiet)
+    except OSError as err:
+        raise click.ClickException(f"cannot write to the store {store_dir}: {err}; nothing "
+                                   "was committed and nothing stored was changed") from err
     for line in report.rejection_lines():
         click.echo(f"rejected: {line}", err=True)
     click.echo(report.summary())
@@ -139,6 +144,21 @@ def compact_cmd(store_dir, min_rows) -> None:
     """Merge small shards into large ones (the old ones are removed)."""
     new = _store(store_dir).compact(min_rows)
     click.echo(f"compacted into {len(new)} shard(s)" if new else "nothing to compact")
+
+
+@main.command("verify")
+@store_option
+def verify_cmd(store_dir) -> None:
+    """Check every shard: checksum, Parquet page checksums, schema, row content hashes."""
+    problems, counts = _store(store_dir).verify()
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    note = (f"; {counts['incomplete']} shard(s) of an unfinished write (removed by the next "
+            "ingest)") if counts["incomplete"] else ""
+    click.echo(f"verified {counts['shards']} shard(s), {counts['configurations']} "
+               f"configurations: {len(problems)} problem(s){note}")
+    if problems:
+        sys.exit(1)
 
 
 @main.command("stage")

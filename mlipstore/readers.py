@@ -8,6 +8,7 @@ pickled DataFrames have their own reader, which refuses to unpickle unless trust
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -102,6 +103,31 @@ def check_finished(path: Path, fmt: str) -> None:
         )
 
 
+def check_xyz_counts(path: Path, fmt: str) -> None:
+    """Raise FileError if an (ext)xyz frame declares more atoms than lines follow.
+
+    ASE skips a frame by reading its declared number of lines, so a header claiming
+    10^11 atoms would keep it busy for hours; this pass reads each line once.
+    """
+    if fmt not in ("extxyz", "xyz"):
+        return
+    with open_with_compression(str(path), "rb") as fh:
+        frame = 0
+        for line in fh:
+            try:
+                declared = int(line)
+            except ValueError:
+                return  # not a count line: the parser reports it properly
+            if declared < 0:
+                return
+            # the comment line and the atom lines must follow
+            missing = declared + 1 - sum(1 for _ in itertools.islice(fh, declared + 1))
+            if missing > 0:
+                raise FileError(f"frame {frame} declares {declared} atoms but the file "
+                                "ends before them (truncated file or wrong atom count)")
+            frame += 1
+
+
 def _iread_ase(path: Path, fmt: str, trust_pickle: bool) -> Iterator[ase.Atoms]:
     with warnings.catch_warnings():
         # ASE announces plugin moves (FHI-aims) on every read; not the user's concern here
@@ -153,6 +179,7 @@ def iread(
     """
     fmt = format or detect_format(path)
     check_finished(path, fmt)
+    check_xyz_counts(path, fmt)
     reader = READERS.get(fmt, _iread_ase)
     frames = reader(path, fmt, trust_pickle)
     index = 0

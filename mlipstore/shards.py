@@ -1,8 +1,10 @@
 """Immutable Parquet shards: naming, building Arrow batches in bulk, writing.
 
-A shard is named ``<kind>-<txn>-<k>of<n>.parquet``. ``txn`` identifies the call that
-wrote it (UTC time + random suffix, so names sort by time and concurrent writers never
-collide); a transaction is visible only once all ``n`` of its shards are in place.
+A shard is named ``<kind>-<txn>-<k>of<n>-<digest>.parquet``. ``txn`` identifies the call
+that wrote it (UTC time + random suffix, so names sort by time and concurrent writers
+never collide); a transaction is visible only once all ``n`` of its shards are in place.
+``digest`` is the start of the sha256 of the file's bytes, so any change to a shard, a
+single flipped byte included, is detectable (``Store.verify``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from .configuration import Configuration
 from .schema import VEC3, schema
 
 SHARD_RE = re.compile(
-    r"^(?P<kind>part|compact)-(?P<txn>[0-9TZ]+-[0-9a-f]{8})-(?P<k>\d{4})of(?P<n>\d{4})\.parquet$"
+    r"^(?P<kind>part|compact)-(?P<txn>[0-9TZ]+-[0-9a-f]{8})-(?P<k>\d{4})of(?P<n>\d{4})"
+    r"-(?P<digest>[0-9a-f]{16})\.parquet$"
 )
+DIGEST_CHARS = 16
 ROW_GROUP_ROWS = 8192
 REPLACES_KEY = b"mlipstore.replaces"
 
@@ -35,16 +39,17 @@ class ShardName:
     txn: str
     k: int
     n: int
+    digest: str  # first DIGEST_CHARS hex digits of the file's sha256
 
     @classmethod
     def parse(cls, name: str) -> ShardName | None:
         m = SHARD_RE.match(name)
         if m is None:
             return None
-        return cls(m["kind"], m["txn"], int(m["k"]), int(m["n"]))
+        return cls(m["kind"], m["txn"], int(m["k"]), int(m["n"]), m["digest"])
 
     def __str__(self) -> str:
-        return f"{self.kind}-{self.txn}-{self.k:04d}of{self.n:04d}.parquet"
+        return f"{self.kind}-{self.txn}-{self.k:04d}of{self.n:04d}-{self.digest}.parquet"
 
 
 def new_txn() -> str:
@@ -119,6 +124,7 @@ def open_writer(path: Path, metadata: dict[bytes, bytes] | None = None) -> pq.Pa
     return pq.ParquetWriter(
         path, sch,
         compression="zstd",
+        write_page_checksum=True,  # CRC32 per page: verify() tells which shard is damaged
         # floats compress far better split by byte; ids and sources are high-entropy strings
         use_byte_stream_split=["energy", "free_energy", "max_force",
                                "positions.list.element.list.element",

@@ -2,8 +2,8 @@
 
 Layout of ``data/store``::
 
-    part-<txn>-0001of0001.parquet     shards written by ingest (never rewritten)
-    compact-<txn>-0001of0001.parquet  a shard that replaces several small ones
+    part-<txn>-0001of0001-<sha>.parquet     shards written by ingest (never rewritten)
+    compact-<txn>-0001of0001-<sha>.parquet  a shard that replaces several small ones
     _lock                             held (flock) by the one writer at a time
     _staging/<txn>/                   shards of a transaction being written
 
@@ -33,8 +33,16 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .filters import ScanFilter
+from .readers import sha256_file
 from .schema import check_schema_version, schema
-from .shards import REPLACES_KEY, ROW_GROUP_ROWS, ShardName, new_txn, open_writer
+from .shards import (
+    DIGEST_CHARS,
+    REPLACES_KEY,
+    ROW_GROUP_ROWS,
+    ShardName,
+    new_txn,
+    open_writer,
+)
 
 DEFAULT_STORE = Path("data/store")
 SHARD_ROWS = 100_000  # ~10^7 configurations in ~10^2 shards; well under DVC's ~10^4 files
@@ -43,6 +51,39 @@ COMMIT_MARKER = "COMMITTING"
 
 class StoreError(RuntimeError):
     """The store cannot do what was asked; the message says why."""
+
+
+def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str], int]:
+    """What is wrong with one shard (empty if nothing) and its row count; ``seen``
+    collects ids across shards."""
+    from .identity import config_id
+    from .rows import Columns
+
+    problems = []
+    if sha256_file(path)[:DIGEST_CHARS] != name.digest:
+        problems.append("its bytes do not match the checksum in its name (damaged or "
+                        "modified after it was written)")
+    try:
+        check_schema_version(pq.read_schema(path).metadata, "schema")
+        table = pq.read_table(path, page_checksum_verification=True)
+    except Exception as err:  # noqa: BLE001 - any decoding failure is the finding
+        return [*problems, f"unreadable: {type(err).__name__}: {err}"], 0
+    cols = Columns.from_table(table)
+    wrong = 0
+    for row, stored in enumerate(cols.ids):
+        sl = cols.atoms_slice(row)
+        stress = None if np.isnan(cols.stress[row, 0]) else cols.stress[row]
+        free = None if np.isnan(cols.free_energy[row]) else cols.free_energy[row]
+        computed = config_id(cols.numbers[sl], cols.positions[sl], cols.cells[row],
+                             cols.pbc[row], cols.energy[row], free, cols.forces[sl], stress)
+        wrong += computed != stored
+    if wrong:
+        problems.append(f"{wrong} of {table.num_rows} rows do not match their content hash")
+    duplicates = seen.intersection(cols.ids)
+    if duplicates:
+        problems.append(f"{len(duplicates)} configuration(s) also stored in another shard")
+    seen.update(cols.ids)
+    return problems, table.num_rows
 
 
 def _fsync_dir(path: Path) -> None:
@@ -97,8 +138,9 @@ class Transaction:
             with open(path, "rb") as fh:
                 os.fsync(fh.fileno())
         n = len(self._staged)
-        targets = [self.store.root / str(ShardName(self.kind, self.txn, k + 1, n))
-                   for k in range(n)]
+        targets = [self.store.root / str(ShardName(self.kind, self.txn, k + 1, n,
+                                                   sha256_file(path)[:DIGEST_CHARS]))
+                   for k, path in enumerate(self._staged)]
         (self.dir / COMMIT_MARKER).write_text(json.dumps([t.name for t in targets]))
         _fsync_dir(self.dir)
         _roll_forward(self.dir, self.store.root)
@@ -276,6 +318,28 @@ class Store:
             name = ShardName.parse(path.name)
             if name is not None and path.name not in live:
                 path.unlink()  # replaced by a committed compaction
+
+    def verify(self) -> tuple[list[str], dict]:
+        """Check every shard: its bytes against the checksum in its name, Parquet page
+        checksums, a known schema version, and every row's id against its content.
+        Returns the problems (empty if none) and counts of what was checked."""
+        problems: list[str] = []
+        live = set(self.shard_paths())
+        seen: set[str] = set()
+        counts = {"shards": 0, "configurations": 0, "incomplete": 0}
+        for path in sorted(self.root.glob("*.parquet")):
+            name = ShardName.parse(path.name)
+            if name is None:
+                problems.append(f"{path.name}: not a shard of this store (unknown name)")
+                continue
+            if path not in live:
+                counts["incomplete"] += 1  # killed writer or compaction: next writer cleans
+                continue
+            counts["shards"] += 1
+            found, rows = _verify_shard(path, name, seen)
+            problems += [f"{path.name}: {p}" for p in found]
+            counts["configurations"] += rows
+        return problems, counts
 
     def compact(self, min_rows: int = SHARD_ROWS // 2) -> list[Path]:
         """Merge shards smaller than ``min_rows`` rows into as few shards as possible.

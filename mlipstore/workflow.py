@@ -120,6 +120,9 @@ class TrainingPhase:
 
     def run(self, results: Iterable[DFTResult]) -> Potential:
         """Add the successful results, reproduce the pipeline, register the generation."""
+        if not (self.layout.root / ".dvc").is_dir() or not (self.layout.root / "dvc.yaml").exists():
+            raise WorkflowError(f"{self.layout.root} is not an mlipstore project with DVC "
+                                "(no .dvc/ or dvc.yaml): create one with 'mlipstore init'")
         state = WorkflowState.load(self.state_path)
         generation = state.generation + 1
         good, failed = self._sort(results)

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import cli, emt_frames, tree_digest
 from mlipstore import Configuration, KeyMap, ScanFilter, Store, ingest
+from mlipstore.readers import sha256_file
 from mlipstore.schema import SCHEMA_VERSION
 from mlipstore.store import COMMIT_MARKER
 
@@ -185,8 +186,9 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
 
     # killed after COMMITTING, before the renames: rolled forward by the next writer
     shutil.copytree(tmp_path / "abandoned", staged)
-    (staged / COMMIT_MARKER).write_text(json.dumps(["part-20990101T000000000000Z-deadbeef-"
-                                                    "0001of0001.parquet"]))
+    digest = sha256_file(staged / "0000.parquet")[:16]
+    (staged / COMMIT_MARKER).write_text(json.dumps([
+        f"part-20990101T000000000000Z-deadbeef-0001of0001-{digest}.parquet"]))
     assert store.scan().num_rows == 6
     with store.writing():
         pass
