@@ -83,25 +83,16 @@ def pacemaker_frame(table: pa.Table,
     """
     cols = Columns.from_table(table)
     energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
-    stress_dft = cols.stress.copy()
-    forces_dft = cols.forces
-    baseline_energy = np.zeros(table.num_rows)
+    atoms = [ase.Atoms(numbers=cols.numbers[cols.atoms_slice(row)],
+                       positions=cols.positions[cols.atoms_slice(row)],
+                       cell=cols.cells[row], pbc=cols.pbc[row])
+             for row in tqdm(range(table.num_rows), desc="export", unit="config",
+                             disable=not progress, leave=False)]
+    baseline_energy, forces_all, stress_all = np.zeros(len(atoms)), cols.forces, cols.stress
     if baseline is not None:
-        forces_dft = cols.forces.copy()
-    atoms, forces, stress = [], [], []
-    for row in tqdm(range(table.num_rows), desc="export", unit="config", disable=not progress,
-                    leave=False):
-        sl = cols.atoms_slice(row)
-        structure = ase.Atoms(numbers=cols.numbers[sl], positions=cols.positions[sl],
-                              cell=cols.cells[row], pbc=cols.pbc[row])
-        if baseline is not None:
-            baseline.calculate(structure, ["energy", "forces", "stress"])
-            baseline_energy[row] = baseline.results["energy"]
-            forces_dft[sl] -= baseline.results["forces"]
-            stress_dft[row] -= baseline.results["stress"]
-        atoms.append(structure)
-        forces.append(forces_dft[sl])
-        stress.append(None if np.isnan(stress_dft[row, 0]) else stress_dft[row])
+        baseline_energy, forces_all, stress_all = _minus_baseline(baseline, atoms, cols)
+    forces = [forces_all[cols.atoms_slice(row)] for row in range(len(atoms))]
+    stress = [None if np.isnan(s[0]) else s for s in stress_all]
     target = energy - baseline_energy
     if isinstance(reference_energies, str):  # "auto"
         reference_energies = fit_reference_energies(cols.numbers, cols.offsets, target)
@@ -123,6 +114,19 @@ def pacemaker_frame(table: pa.Table,
         "units": {"energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3 (Voigt)"},
     }
     return df
+
+
+def _minus_baseline(baseline: PairPotential, atoms: list[ase.Atoms], cols: Columns
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The baseline's energy per structure, and the DFT forces and stress minus the
+    baseline's (a missing stress stays NaN)."""
+    energy, forces, stress = np.zeros(len(atoms)), cols.forces.copy(), cols.stress.copy()
+    for row, structure in enumerate(atoms):
+        baseline.calculate(structure, ["energy", "forces", "stress"])
+        energy[row] = baseline.results["energy"]
+        forces[cols.atoms_slice(row)] -= baseline.results["forces"]
+        stress[row] -= baseline.results["stress"]
+    return energy, forces, stress
 
 
 def write_pickle_gzip(df: pd.DataFrame, path: str | Path) -> None:

@@ -72,10 +72,7 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
     with tempfile.TemporaryDirectory(prefix="mlipstore-train-") as tmp:
         work = Path(tmp)
         write_pickle_gzip(train, work / "train.pckl.gzip")
-        test_path = None
-        if not test.empty:
-            test_path = work / "test.pckl.gzip"
-            write_pickle_gzip(test, test_path)
+        test_path = None if test.empty else layout.test
         result = runner.train(work / "train.pckl.gzip", work / "fit", elements, test_path,
                               progress=progress)
         metrics = {"train": summarize(read_own_pickle(result.train_predictions)),
