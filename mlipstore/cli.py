@@ -99,9 +99,17 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
 @main.command("info")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info_cmd(store_dir, as_json) -> None:
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Also write histograms of the data (energy per atom, forces, sizes) as PNG.")
+def info_cmd(store_dir, as_json, plot) -> None:
     """Summarise the store: configurations, atoms, elements, shards, bytes."""
-    info = _store(store_dir).info()
+    store = _store(store_dir)
+    info = store.info()
+    if plot:
+        from .metrics import plot_distributions
+
+        plot_distributions(store.scan(columns=["n_atoms", "energy", "free_energy",
+                                               "max_force", "chemical_system"]), plot)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -94,3 +94,34 @@ def _write_csv(path: Path, header: list[str], rows) -> None:
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows((f"{a:.8g}", f"{b:.8g}") for a, b in rows)
+
+
+def plot_distributions(table, path: Path) -> None:
+    """Histograms of a store (or a filtered part): energy per atom (force-consistent,
+    eV/atom), largest force (eV/Å), atoms per configuration, configurations per chemical
+    system. Written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_atoms = table.column("n_atoms").to_numpy()
+    energy = table.column("free_energy").to_numpy(zero_copy_only=False)
+    energy = np.where(np.isnan(energy), table.column("energy").to_numpy(), energy)
+    systems = table.column("chemical_system").value_counts().to_pylist()
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    axes[0, 0].hist(energy / n_atoms, bins=50)
+    axes[0, 0].set(xlabel="energy per atom (eV/atom)", ylabel="configurations")
+    axes[0, 1].hist(table.column("max_force").to_numpy(), bins=50)
+    axes[0, 1].set(xlabel="largest atomic force (eV/Å)", yscale="log")
+    axes[1, 0].hist(n_atoms, bins=min(50, len(np.unique(n_atoms))))
+    axes[1, 0].set(xlabel="atoms per configuration", ylabel="configurations")
+    systems = sorted(systems, key=lambda s: -s["counts"])[:20]
+    axes[1, 1].barh([s["values"] for s in systems], [s["counts"] for s in systems])
+    axes[1, 1].set(xlabel="configurations", title="chemical systems (top 20)")
+    fig.suptitle(f"{table.num_rows} configurations, {int(n_atoms.sum())} atoms")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

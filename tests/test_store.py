@@ -210,6 +210,9 @@ def test_info_json(store_dir, tmp_path, rows):
     assert info["n_shards"] == (1 if rows else 0)
     assert info["bytes"] == sum(p.stat().st_size for p in store_dir.glob("*.parquet"))
     assert info["tags"] == ({"t1": rows} if rows else {})
+    if rows:  # the distributions as a picture
+        cli("info", "--store", store_dir, "--plot", tmp_path / "dist.png")
+        assert (tmp_path / "dist.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_info_on_missing_store_is_a_clear_error(tmp_path):
