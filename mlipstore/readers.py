@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import lzma
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,10 @@ class FileError(ValueError):
     """A whole file that cannot be read; the message says why."""
 
 
+# what reading a damaged (compressed) file raises before any parser sees it
+READ_ERRORS = (OSError, EOFError, UnicodeDecodeError, zlib.error, lzma.LZMAError)
+
+
 @dataclass
 class Frame:
     """One frame of a source file: a valid configuration or the reason it is not."""
@@ -69,7 +75,7 @@ def detect_format(path: Path) -> str:
         fmt = filetype(str(path), guess=True)
     except UnknownFileTypeError as err:
         raise FileError(f"unknown or empty file ({err})") from err
-    except (OSError, UnicodeDecodeError) as err:
+    except READ_ERRORS as err:
         raise FileError(f"cannot determine the format: {err}") from err
     if fmt is None:
         raise FileError("unknown file format")
@@ -178,8 +184,11 @@ def iread(
     A parse error mid-file ends the file with one Frame carrying the error.
     """
     fmt = format or detect_format(path)
-    check_finished(path, fmt)
-    check_xyz_counts(path, fmt)
+    try:
+        check_finished(path, fmt)
+        check_xyz_counts(path, fmt)
+    except READ_ERRORS as err:
+        raise FileError(f"cannot read: {type(err).__name__}: {err}") from err
     reader = READERS.get(fmt, _iread_ase)
     frames = reader(path, fmt, trust_pickle)
     index = 0

@@ -78,3 +78,14 @@ def cli(*args: str, expect: int | None = 0):
     if expect is not None:
         assert result.exit_code == expect, result.output + result.stderr
     return result
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the figures tests recorded (kills survived, inputs tried, fit errors, ...), so
+    CI logs show them even when tests run in parallel workers."""
+    figures = [value for report in terminalreporter.stats.get("passed", [])
+               for name, value in getattr(report, "user_properties", []) if name == "figure"]
+    if figures:
+        terminalreporter.section("figures measured by the tests")
+        for line in figures:
+            terminalreporter.write_line(line)

@@ -52,7 +52,7 @@ def fits(tmp_path_factory) -> dict[str, Potential]:
 
 
 @pytest.mark.parametrize("name", ["none", "zbl_delta", "lj_delta"])
-def test_deployed_model_matches_dft_within_train_rmse(fits, name):
+def test_deployed_model_matches_dft_within_train_rmse(fits, name, record_property):
     potential = fits[name]
     pool = pd.read_pickle(fits["root"] / "data" / "export" / "pool.pckl.gzip",
                           compression="gzip")  # the last export; re-derive DFT targets
@@ -70,9 +70,10 @@ def test_deployed_model_matches_dft_within_train_rmse(fits, name):
     rmse_e = 1000 * np.sqrt(np.mean(np.square(de)))
     rmse_f = 1000 * np.sqrt(np.mean(np.square(np.concatenate(df))))
     reported = potential.meta["metrics"]["train"]
-    print(f"\n{name}: deployed model vs DFT on {len(de)} training structures: energy RMSE "
-          f"{rmse_e:.2f} meV/atom (fit reported {reported['energy_rmse']:.2f}), forces "
-          f"{rmse_f:.1f} meV/Å (reported {reported['forces_rmse']:.1f})")
+    record_property("figure", (
+        f"{name}: deployed model vs DFT on {len(de)} training structures: energy RMSE "
+        f"{rmse_e:.2f} meV/atom (fit reported {reported['energy_rmse']:.2f}), forces "
+        f"{rmse_f:.1f} meV/Å (reported {reported['forces_rmse']:.1f})"))
     assert len(de) == reported["n_structures"]
     assert rmse_e <= reported["energy_rmse"] * 1.001 + 0.01
     assert rmse_f <= reported["forces_rmse"] * 1.001 + 0.1
@@ -99,12 +100,13 @@ def _repulsive_and_monotonic(potential: Potential) -> dict[str, bool]:
     return out
 
 
-def test_zbl_makes_short_range_repulsive(fits):
+def test_zbl_makes_short_range_repulsive(fits, record_property):
     plain = _repulsive_and_monotonic(fits["none"])
     core = _repulsive_and_monotonic(fits["zbl_core"])
     delta = _repulsive_and_monotonic(fits["zbl_delta"])
-    print(f"\nrepulsive and monotonic on 0.5-1.4 Å: plain {plain}, ZBL core repulsion {core}, "
-          f"ZBL delta {delta}")
+    record_property("figure", (
+        f"repulsive and monotonic on 0.5-1.4 Å: plain {plain}, ZBL core repulsion {core}, "
+        f"ZBL delta {delta}"))
     assert all(core.values()) and all(delta.values())
     assert not all(plain.values())
     plot = fits["root"] / "plots" / "dimer.png"

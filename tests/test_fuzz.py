@@ -100,9 +100,10 @@ def test_random_bytes(data, name, suffix):
     _ingest_one(data, name, suffix)
 
 
-def test_report_counts():
+def test_report_counts(record_property):
     """Runs after the two above (same file, in order): prints how many inputs were tried."""
-    print(f"\nfuzzed inputs tried: {TRIED['extxyz']} generated extxyz files and "
-          f"{TRIED['bytes']} random byte strings; {TRIED['ingested']} ingested, "
-          f"{TRIED['rejected']} rejected cleanly")
+    record_property("figure", (
+        f"fuzzed inputs tried: {TRIED['extxyz']} generated extxyz files and "
+        f"{TRIED['bytes']} random byte strings; {TRIED['ingested']} ingested, "
+        f"{TRIED['rejected']} rejected cleanly"))
     assert TRIED["extxyz"] + TRIED["bytes"] >= 2000

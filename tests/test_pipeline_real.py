@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-def test_demo_pipeline_fits_a_real_potential(tmp_path):
+def test_demo_pipeline_fits_a_real_potential(tmp_path, record_property):
     root = new_project(tmp_path / "demo")
     shutil.copy(DEMO, root / "data" / "raw" / DEMO.name)
     out = run(["dvc", "repro"], root, fake=False).stdout
@@ -30,9 +30,10 @@ def test_demo_pipeline_fits_a_real_potential(tmp_path):
     test = pd.read_pickle(root / "data" / "export" / "test.pckl.gzip", compression="gzip")
     n_atoms = test["ase_atoms"].map(len).to_numpy()
     spread = 1000 * np.std(test["energy_corrected"].to_numpy() / n_atoms)  # meV/atom
-    print(f"\nreal fit: test energy RMSE {m['test']['energy_rmse']:.1f} meV/atom, "
-          f"spread of test energies {spread:.1f} meV/atom, train "
-          f"{m['train']['n_structures']} / test {m['test']['n_structures']} structures")
+    record_property("figure", (
+        f"real fit: test energy RMSE {m['test']['energy_rmse']:.1f} meV/atom, "
+        f"spread of test energies {spread:.1f} meV/atom, train "
+        f"{m['train']['n_structures']} / test {m['test']['n_structures']} structures"))
     assert m["test"]["n_structures"] == len(test) > 10
     assert m["test"]["energy_rmse"] < spread / 4
 

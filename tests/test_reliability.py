@@ -1,6 +1,6 @@
 """Crash safety, concurrent writers, integrity checks and failures outside mlipstore.
 
-Counts (kills survived, writers run) are printed; run with -s (or -n 0 -s) to see them.
+Counts (kills survived, writers run) are listed under "figures measured by the tests".
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def _ids(store_dir) -> list[str]:
     return Store(store_dir).scan(columns=["id"]).column("id").to_pylist()
 
 
-def test_kills_leave_the_store_before_or_after(tmp_path):
+def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
     store_dir = tmp_path / "store"
     Store(store_dir, create=True)
     rng = random.Random(7)
@@ -104,9 +104,10 @@ def test_kills_leave_the_store_before_or_after(tmp_path):
     with Store(store_dir).writing():
         pass  # the next writer clears what killed writers left
     assert not (store_dir / "_staging").exists() and Store(store_dir).verify()[0] == []
-    print(f"\nkills survived: {kills} ({landed} landed mid-call; one ingest takes "
-          f"{duration * 1000:.0f} ms; store as before {outcomes['before']}, as after "
-          f"{outcomes['after']} times); store: {len(_ids(store_dir))} configurations")
+    record_property("figure", (
+        f"kills survived: {kills} ({landed} landed mid-call; one ingest takes "
+        f"{duration * 1000:.0f} ms; store as before {outcomes['before']}, as after "
+        f"{outcomes['after']} times); store: {len(_ids(store_dir))} configurations"))
     assert kills >= 50 and landed["ingest"] >= 25
     assert outcomes["before"] and outcomes["after"]
 
@@ -116,7 +117,7 @@ def _configs(path):
     return [f.config for f in iread(path)]
 
 
-def test_concurrent_writers_all_land(tmp_path):
+def test_concurrent_writers_all_land(tmp_path, record_property):
     store_dir = tmp_path / "store"
     Store(store_dir, create=True)
     batches = [_batch(tmp_path, k, frames=30) for k in range(6)]
@@ -135,7 +136,8 @@ def test_concurrent_writers_all_land(tmp_path):
     assert all(v % 30 == 0 for v in views)  # whole transactions only, never part of one
     assert views == sorted(views)
     assert Store(store_dir).verify()[0] == []
-    print(f"\nwriters run: {len(writers)} at once; reader saw {sorted(set(views))} rows")
+    record_property("figure", (
+        f"writers run: {len(writers)} at once; reader saw {sorted(set(views))} rows"))
 
 
 def test_verify_finds_a_flipped_byte(tmp_path, emt_xyz):

@@ -42,7 +42,7 @@ def fake_pacemaker(monkeypatch):
         monkeypatch.setenv(key, env()[key])
 
 
-def test_three_generations_and_screening(tmp_path, fake_pacemaker):
+def test_three_generations_and_screening(tmp_path, fake_pacemaker, record_property):
     root = new_project(tmp_path / "loop", SMALL)
     phase = TrainingPhase(root)
     batches = [demo_results(0, 40), demo_results(40, 80), demo_results(80, 120)]
@@ -89,9 +89,10 @@ def test_three_generations_and_screening(tmp_path, fake_pacemaker):
     pool = read_candidates([candidates])
     chosen = screen(gen3, pool, threshold=1.0)
     grades = {c.frame: c.gamma for c in chosen}
-    print("\nscreening: gamma of trained structures "
-          f"{[round(c.gamma, 3) for c in pool[:8]]}, of distorted ones "
-          f"{[round(c.gamma, 1) for c in pool[8:]]}")
+    record_property("figure", (
+        "screening: gamma of trained structures "
+        f"{[round(c.gamma, 3) for c in pool[:8]]}, of distorted ones "
+        f"{[round(c.gamma, 1) for c in pool[8:]]}"))
     assert set(grades) == {8, 9, 10, 11}  # only the distorted ones, none of the trained
     assert list(grades.values()) == sorted(grades.values(), reverse=True)
     out = run([str(BIN / "mlipstore"), "screen", str(candidates), "--potential", "gen_03",
