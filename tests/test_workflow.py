@@ -91,8 +91,8 @@ def test_three_generations_and_screening(tmp_path, fake_pacemaker, record_proper
     grades = {c.frame: c.gamma for c in chosen}
     record_property("figure", (
         "screening: gamma of trained structures "
-        f"{[round(c.gamma, 3) for c in pool[:8]]}, of distorted ones "
-        f"{[round(c.gamma, 1) for c in pool[8:]]}"))
+        f"{[round(float(c.gamma), 3) for c in pool[:8]]}, of distorted ones "
+        f"{[round(float(c.gamma), 1) for c in pool[8:]]}"))
     assert set(grades) == {8, 9, 10, 11}  # only the distorted ones, none of the trained
     assert list(grades.values()) == sorted(grades.values(), reverse=True)
     out = run([str(BIN / "mlipstore"), "screen", str(candidates), "--potential", "gen_03",
