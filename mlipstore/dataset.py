@@ -22,6 +22,7 @@ from .export import ExportError, pacemaker_frame, write_pickle_gzip
 from .ingest import IngestReport, ingest
 from .layout import Layout
 from .selection import make_selection
+from .shards import elements_of
 from .split import test_mask
 from .store import Store
 
@@ -114,7 +115,7 @@ class DatasetBuilder:
         baseline = p.training.baseline()
         if baseline is not None:
             try:
-                baseline.check_elements(_symbols(table))
+                baseline.check_elements(elements_of(table))
             except ValueError as err:
                 raise ExportError(str(err)) from err
         pool_frame = pacemaker_frame(pool, refs, baseline, progress)
@@ -126,7 +127,7 @@ class DatasetBuilder:
             "n_test": test.num_rows,
             "reference_energies": refs,
             "baseline": baseline.describe() if baseline is not None else None,
-            "elements": _symbols(table),
+            "elements": elements_of(table),
             "store_content_hash": self.store.content_hash(),
         }
 
@@ -144,11 +145,6 @@ class DatasetBuilder:
         selection = make_selection(method or s.method, basis, s.seed, potential,
                                    s.max_basis_functions)
         return selection.select_ids(pool, n_structures or s.n_structures)
-
-
-def _symbols(table) -> list[str]:
-    systems = table.column("chemical_system").unique().to_pylist()
-    return sorted({s for system in systems for s in system.split("-")})
 
 
 def _copy_unique(source: Path, inbox: Path) -> Path:

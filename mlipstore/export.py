@@ -25,12 +25,14 @@ import ase
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from ase.data import atomic_numbers, chemical_symbols
 from tqdm import tqdm
 
 from .filters import ScanFilter
 from .reference import PairPotential
 from .rows import Columns
+from .shards import elements_of
 from .store import Store
 
 ENERGY_RULE = "free_energy where the code reports it (VASP TOTEN), else energy"
@@ -158,12 +160,11 @@ def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | Non
                           "export")
     df = pacemaker_frame(table, reference_energies, progress=progress)
     write_pickle_gzip(df, path)
-    systems = table.column("chemical_system").unique().to_pylist()
     return ExportReport(
         path=str(path),
         n_structures=len(df),
-        n_atoms=int(sum(len(a) for a in df["ase_atoms"])),
-        elements=sorted({s for system in systems for s in system.split("-")}),
+        n_atoms=int(pc.sum(table.column("n_atoms")).as_py()),
+        elements=elements_of(table),
         reference_energies=dict(reference_energies or {}),
     )
 

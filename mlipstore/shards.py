@@ -61,6 +61,12 @@ def chemical_system(numbers: np.ndarray) -> str:
     return "-".join(sorted({chemical_symbols[z] for z in np.unique(numbers)}))
 
 
+def elements_of(table: pa.Table) -> list[str]:
+    """Sorted element symbols present in a table with a ``chemical_system`` column."""
+    systems = table.column("chemical_system").unique().to_pylist()
+    return sorted({s for system in systems for s in system.split("-")})
+
+
 def _vec3(flat_rows: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat_rows.reshape(-1), pa.float64()), 3)
 

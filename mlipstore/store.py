@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +29,7 @@ from pathlib import Path
 import ase
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -40,6 +41,7 @@ from .shards import (
     REPLACES_KEY,
     ROW_GROUP_ROWS,
     ShardName,
+    elements_of,
     new_txn,
     open_writer,
 )
@@ -51,6 +53,11 @@ COMMIT_MARKER = "COMMITTING"
 
 class StoreError(RuntimeError):
     """The store cannot do what was asked; the message says why."""
+
+
+def _counts(values) -> dict[str, int]:
+    """How often each value occurs (Arrow's value_counts), as a plain dict."""
+    return {row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()}
 
 
 def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str], int]:
@@ -258,23 +265,20 @@ class Store:
         table = self.dataset().to_table(
             columns=["n_atoms", "chemical_system", "free_energy", "stress", "tags",
                      "source_format"])
-        elements = sorted({s for system in table.column("chemical_system").unique().to_pylist()
-                           for s in system.split("-")})
-        tags = Counter(t for ts in table.column("tags").to_pylist() for t in ts)
         for path in paths:
             check_schema_version(pq.read_schema(path).metadata, str(path))
         return {
             "store": str(self.root),
             "n_configs": table.num_rows,
-            "n_atoms": int(np.sum(table.column("n_atoms").to_numpy())) if paths else 0,
-            "elements": elements,
+            "n_atoms": int(pc.sum(table.column("n_atoms")).as_py() or 0),
+            "elements": elements_of(table),
             "n_shards": len(paths),
             "bytes": sum(p.stat().st_size for p in paths),
             "with_free_energy": table.num_rows - table.column("free_energy").null_count,
             "with_stress": table.num_rows - table.column("stress").null_count,
-            "formats": dict(Counter(table.column("source_format").to_pylist())),
-            "chemical_systems": dict(Counter(table.column("chemical_system").to_pylist())),
-            "tags": dict(tags),
+            "formats": _counts(table.column("source_format")),
+            "chemical_systems": _counts(table.column("chemical_system")),
+            "tags": _counts(pc.list_flatten(table.column("tags"))),
         }
 
     # -- writing ---------------------------------------------------------------------
