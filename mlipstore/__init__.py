@@ -5,19 +5,26 @@ Data flow: raw DFT files -> ``readers`` -> ``ingest`` -> ``store`` (Parquet shar
 -> ``potentials`` (registry, lineage); ``pipeline`` and ``cli`` are thin shells over these.
 """
 
-from .config import ConfigError, Params, TrainingConfig, load_params
+from importlib import import_module
+
 from .configuration import Configuration, FrameError, KeyMap
-from .dataset import DatasetBuilder
-from .export import ExportError, export_for_pacemaker, pacemaker_frame
 from .filters import ScanFilter
 from .ingest import IngestReport, Rejection, ingest
-from .pacemaker import PacemakerError, PacemakerRunner
-from .potentials import Potential, list_potentials
 from .readers import FileError, iread
-from .selection import MaxVolSelection, RandomSelection, Selection
 from .store import Store, StoreError
-from .workflow import DFTResult, TrainingPhase, WorkflowState
 
+# the rest is imported on first use, so `mlipstore ingest` does not pay for pandas,
+# pydantic or pacemaker (PEP 562)
+_LAZY = {
+    "config": ["ConfigError", "Params", "TrainingConfig", "load_params"],
+    "dataset": ["DatasetBuilder"],
+    "export": ["ExportError", "export_for_pacemaker", "pacemaker_frame"],
+    "pacemaker": ["PacemakerError", "PacemakerRunner"],
+    "potentials": ["Potential", "list_potentials"],
+    "selection": ["MaxVolSelection", "RandomSelection", "Selection"],
+    "workflow": ["DFTResult", "TrainingPhase", "WorkflowState"],
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 __all__ = [
     "ConfigError", "Configuration", "DatasetBuilder", "ExportError", "FileError",
     "FrameError", "IngestReport", "KeyMap", "MaxVolSelection", "PacemakerError",
@@ -26,3 +33,9 @@ __all__ = [
     "WorkflowState", "export_for_pacemaker", "ingest",
     "iread", "list_potentials", "load_params", "pacemaker_frame",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'mlipstore' has no attribute {name!r}")
+    return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)

@@ -10,7 +10,6 @@ import sys
 import click
 
 from .configuration import KeyMap
-from .export import ExportError, export_for_pacemaker
 from .filters import ScanFilter
 from .ingest import ingest
 from .store import DEFAULT_STORE, Store, StoreError
@@ -135,6 +134,8 @@ def info_cmd(store_dir, as_json, plot) -> None:
 @filter_options
 def export_cmd(store_dir, output, references, quiet, where) -> None:
     """Write the store (or a filtered part) as pacemaker's .pckl.gzip DataFrame."""
+    from .export import ExportError, export_for_pacemaker
+
     try:
         report = export_for_pacemaker(_store(store_dir), output, where,
                                       _parse_references(references), progress=not quiet)
@@ -177,6 +178,7 @@ def verify_cmd(store_dir) -> None:
 def stage_cmd(name, project, quiet) -> None:
     """Run one stage of dvc.yaml (dvc repro calls this)."""
     from .config import ConfigError
+    from .export import ExportError
     from .pacemaker import PacemakerError
     from .pipeline import StageError, run_stage
 

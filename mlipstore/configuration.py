@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import ase
@@ -49,20 +50,41 @@ class KeyMap:
         return cls(**mapping)
 
 
-def _lookup(atoms: ase.Atoms, key: str):
-    results = atoms.calc.results if atoms.calc is not None else {}
-    for where in (results, atoms.info, atoms.arrays):
-        if key in where and where[key] is not None:
-            return where[key]
-    return None
+@dataclass
+class Labels:
+    """A parsed frame as ASE would build it: structure plus the three places where
+    labels live (calculator results, ``info``, per-atom ``arrays``)."""
 
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    results: dict
+    info: dict
+    arrays: dict
 
-def _labels_present(atoms: ase.Atoms) -> str:
-    results = atoms.calc.results if atoms.calc is not None else {}
-    names = [f"calculator[{k}]" for k in results]
-    names += [f"info[{k}]" for k in atoms.info]
-    names += [f"arrays[{k}]" for k in atoms.arrays if k not in ("numbers", "positions")]
-    return ", ".join(names) or "none"
+    @classmethod
+    def from_atoms(cls, atoms: ase.Atoms) -> Labels:
+        return cls(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc,
+                   atoms.calc.results if atoms.calc is not None else {},
+                   atoms.info, atoms.arrays)
+
+    def lookup(self, key: str):
+        """The label ``key``: calculator results first, then info, then arrays."""
+        for where in (self.results, self.info, self.arrays):
+            if key in where and where[key] is not None:
+                return where[key]
+        return None
+
+    def present(self) -> str:
+        names = [f"calculator[{k}]" for k in self.results]
+        names += [f"info[{k}]" for k in self.info]
+        names += [f"arrays[{k}]" for k in self.arrays if k not in ("numbers", "positions")]
+        return ", ".join(names) or "none"
+
+    @property
+    def volume(self) -> float:
+        return abs(float(np.linalg.det(self.cell)))
 
 
 @dataclass
@@ -99,7 +121,7 @@ class Configuration:
         n = len(self.numbers)
         if n == 0:
             raise FrameError("frame has no atoms")
-        if np.any(self.numbers < 1) or np.any(self.numbers > 118):
+        if self.numbers.min() < 1 or self.numbers.max() > 118:
             raise FrameError("atomic numbers outside 1..118 (unknown element)")
         for name, arr, shape in (
             ("positions", self.positions, (n, 3)),
@@ -111,35 +133,40 @@ class Configuration:
                 continue
             if arr.shape != shape:
                 raise FrameError(f"{name} has shape {arr.shape}, expected {shape} for {n} atoms")
-            if not np.all(np.isfinite(arr)):
+            if not np.isfinite(arr).all():
                 raise FrameError(f"{name} contains non-finite values (NaN or inf)")
         for name in ("energy", "free_energy"):
             value = getattr(self, name)
-            if value is not None and not np.isfinite(value):
+            if value is not None and not math.isfinite(value):
                 raise FrameError(f"{name} is not finite ({value})")
-        if self.pbc.any() and abs(np.linalg.det(self.cell)) < 1e-8:
+        if self.pbc.any() and abs(_det3(self.cell.tolist())) < 1e-8:
             raise FrameError("periodic cell has zero volume")
 
     @classmethod
     def from_atoms(cls, atoms: ase.Atoms, key_map: KeyMap = KeyMap()) -> Configuration:
         """Read the labels named by ``key_map`` from ``atoms``; raise FrameError if unusable."""
-        energy = _lookup(atoms, key_map.energy)
-        forces = _lookup(atoms, key_map.forces)
+        return cls.from_labels(Labels.from_atoms(atoms), key_map)
+
+    @classmethod
+    def from_labels(cls, labels: Labels, key_map: KeyMap = KeyMap()) -> Configuration:
+        """Read the labels named by ``key_map``; raise FrameError if unusable."""
+        energy = labels.lookup(key_map.energy)
+        forces = labels.lookup(key_map.forces)
         missing = [name for name, v in (("energy", energy), ("forces", forces)) if v is None]
         if missing:
             wanted = ", ".join(f"{m} (label {getattr(key_map, m)!r})" for m in missing)
             raise FrameError(
-                f"no {wanted}; labels present: {_labels_present(atoms)}; "
+                f"no {wanted}; labels present: {labels.present()}; "
                 "map them with --key-map, e.g. energy=REF_energy,forces=REF_forces"
             )
-        free_energy = _lookup(atoms, key_map.free_energy)
+        free_energy = labels.lookup(key_map.free_energy)
         try:
-            stress = _stress(atoms, key_map)
+            stress = _stress(labels, key_map)
             return cls(
-                numbers=np.asarray(atoms.numbers, dtype=np.int64),
-                positions=np.asarray(atoms.positions, dtype=np.float64),
-                cell=np.asarray(atoms.cell.array, dtype=np.float64),
-                pbc=np.asarray(atoms.pbc, dtype=bool),
+                numbers=np.asarray(labels.numbers, dtype=np.int64),
+                positions=np.asarray(labels.positions, dtype=np.float64),
+                cell=np.asarray(labels.cell, dtype=np.float64),
+                pbc=np.asarray(labels.pbc, dtype=bool),
                 energy=_scalar(energy, "energy"),
                 free_energy=None if free_energy is None else _scalar(free_energy, "free_energy"),
                 forces=np.asarray(forces, dtype=np.float64),
@@ -165,6 +192,13 @@ class Configuration:
         return atoms
 
 
+def _det3(m: list[list[float]]) -> float:
+    """Determinant of a 3x3 matrix (numpy's costs more than the rest of the checks)."""
+    return (m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]))
+
+
 def _scalar(value, name: str) -> float:
     arr = np.asarray(value, dtype=np.float64)
     if arr.size != 1:
@@ -172,14 +206,14 @@ def _scalar(value, name: str) -> float:
     return float(arr.reshape(()))
 
 
-def _stress(atoms: ase.Atoms, key_map: KeyMap) -> np.ndarray | None:
-    stress = _lookup(atoms, key_map.stress)
+def _stress(labels: Labels, key_map: KeyMap) -> np.ndarray | None:
+    stress = labels.lookup(key_map.stress)
     if stress is not None:
         return _voigt(np.asarray(stress, dtype=np.float64), "stress")
-    virial = _lookup(atoms, key_map.virial)
+    virial = labels.lookup(key_map.virial)
     if virial is None:
         return None
-    volume = abs(atoms.cell.volume)
+    volume = labels.volume
     if volume < 1e-8:
         raise FrameError("a virial is given but the cell has zero volume: no stress")
     return -_voigt(np.asarray(virial, dtype=np.float64), "virial") / volume

@@ -8,6 +8,7 @@ the same frame read from an OUTCAR and from an extxyz copy is one configuration.
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import numpy as np
 
@@ -15,8 +16,8 @@ HASH_SCHEME = "sha256-v1:numbers,positions,cell,pbc,energy,free_energy,forces,st
 ID_HEX_CHARS = 32  # 128 bits: collisions are not a concern below ~10^18 configurations
 
 
-def _update(h: hashlib._Hash, name: str, value: np.ndarray | float | None, dtype: str) -> None:
-    h.update(name.encode())
+def _update(h: hashlib._Hash, name: bytes, value: np.ndarray | None, dtype: str) -> None:
+    h.update(name)
     if value is None:
         h.update(b"\x00null")
         return
@@ -26,6 +27,12 @@ def _update(h: hashlib._Hash, name: str, value: np.ndarray | float | None, dtype
         arr = arr + 0.0
     h.update(repr(arr.shape).encode())
     h.update(arr.tobytes())
+
+
+def _update_scalar(h: hashlib._Hash, name: bytes, value: float | None) -> None:
+    """As ``_update`` for a float, which numpy hashes as shape (1,), without numpy."""
+    h.update(name)
+    h.update(b"\x00null" if value is None else b"(1,)" + struct.pack("<d", value + 0.0))
 
 
 def config_id(
@@ -40,12 +47,12 @@ def config_id(
 ) -> str:
     """Hex content hash of one configuration (see HASH_SCHEME)."""
     h = hashlib.sha256(HASH_SCHEME.encode())
-    _update(h, "numbers", numbers, "<i8")
-    _update(h, "positions", positions, "<f8")
-    _update(h, "cell", cell, "<f8")
-    _update(h, "pbc", pbc, "?")
-    _update(h, "energy", energy, "<f8")
-    _update(h, "free_energy", free_energy, "<f8")
-    _update(h, "forces", forces, "<f8")
-    _update(h, "stress", stress, "<f8")
+    _update(h, b"numbers", numbers, "<i8")
+    _update(h, b"positions", positions, "<f8")
+    _update(h, b"cell", cell, "<f8")
+    _update(h, b"pbc", pbc, "?")
+    _update_scalar(h, b"energy", energy)
+    _update_scalar(h, b"free_energy", free_energy)
+    _update(h, b"forces", forces, "<f8")
+    _update(h, b"stress", stress, "<f8")
     return h.hexdigest()[:ID_HEX_CHARS]

@@ -1,12 +1,14 @@
 """Reading DFT outputs, frame by frame: one reader per format behind one ``iread``.
 
 Everything ASE reads goes through ``ase.io.iread`` (VASP OUTCAR/vasprun.xml, Quantum
-ESPRESSO pw.x, FHI-aims, extxyz, ASE db, ...), compressed files included. pacemaker's
-pickled DataFrames have their own reader, which refuses to unpickle unless trusted.
+ESPRESSO pw.x, FHI-aims, ASE db, ...), compressed files included. extxyz has a fast
+reader that gives exactly ASE's result (``extxyz.py``); pacemaker's pickled DataFrames
+have their own reader, which refuses to unpickle unless trusted.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import itertools
 import lzma
@@ -27,7 +29,8 @@ from ase.io.formats import (
     open_with_compression,
 )
 
-from .configuration import Configuration, FrameError, KeyMap
+from .configuration import Configuration, FrameError, KeyMap, Labels
+from .extxyz import iread_labels
 
 PACEMAKER_PICKLE = "pacemaker-pickle"
 PICKLE_SUFFIXES = (".pckl.gzip", ".pckl.gz", ".pkl.gz", ".pckl", ".pkl", ".pickle")
@@ -109,39 +112,75 @@ def check_finished(path: Path, fmt: str) -> None:
         )
 
 
-def check_xyz_counts(path: Path, fmt: str) -> None:
-    """Raise FileError if an (ext)xyz frame declares more atoms than lines follow.
+def check_xyz_frames(path: Path, fmt: str) -> bool:
+    """Vet the frame structure of an (ext)xyz file the way ASE's extxyz reader does
+    before it reads anything; returns whether only ASE can read the file (cell vectors
+    as VEC pseudo-atoms, or lone carriage returns, which ASE takes for line breaks).
 
-    ASE skips a frame by reading its declared number of lines, so a header claiming
-    10^11 atoms would keep it busy for hours; this pass reads each line once.
+    Raises FileError if a frame declares more atoms than lines follow (ASE would skip
+    10^11 lines for a header that claims so), and for extxyz if the text is not UTF-8 or
+    a frame does not start with its atom count: ASE rejects such a file whole.
     """
     if fmt not in ("extxyz", "xyz"):
-        return
-    with open_with_compression(str(path), "rb") as fh:
-        frame = 0
-        for line in fh:
+        return False
+    lone_cr = _scan_bytes(path, check_utf8=fmt == "extxyz")
+    vec = "VEC" if lone_cr else b"VEC"
+    has_vec = False
+    with open_with_compression(str(path), "r" if lone_cr else "rb") as fh:
+        frame, line = 0, fh.readline()
+        while line.strip():
             try:
                 declared = int(line)
             except ValueError:
-                return  # not a count line: the parser reports it properly
-            if declared < 0:
-                return
+                if fmt == "xyz":
+                    return lone_cr  # ASE's xyz reader reports it when it gets there
+                raise FileError(f"frame {frame} does not start with its number of atoms "
+                                f"(found {line[:40]!r})") from None
             # the comment line and the atom lines must follow
-            missing = declared + 1 - sum(1 for _ in itertools.islice(fh, declared + 1))
-            if missing > 0:
+            need = max(declared, 0) + 1
+            if sum(1 for _ in itertools.islice(fh, need)) < need:
                 raise FileError(f"frame {frame} declares {declared} atoms but the file "
                                 "ends before them (truncated file or wrong atom count)")
+            line = fh.readline()
+            while line.lstrip().startswith(vec):
+                has_vec, line = True, fh.readline()
             frame += 1
+    return has_vec or lone_cr
 
 
-def _iread_ase(path: Path, fmt: str, trust_pickle: bool) -> Iterator[ase.Atoms]:
+def _scan_bytes(path: Path, check_utf8: bool) -> bool:
+    """Whether the file has a carriage return that does not end a line (may say so
+    wrongly for a CRLF split between blocks; then ASE reads, which is only slower).
+    Raises FileError if ``check_utf8`` and the bytes are not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lone_cr, offset = False, 0
+    with open_with_compression(str(path), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            lone_cr = lone_cr or b"\r" in block.replace(b"\r\n", b"")
+            if check_utf8:
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as err:
+                    raise FileError(f"not UTF-8 text (byte {offset + err.start})") from None
+            offset += len(block)
+    if check_utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise FileError("not UTF-8 text (cut in a multi-byte character at the end)"
+                            ) from None
+    return lone_cr
+
+
+def _iread_ase(path: Path, fmt: str, trust_pickle: bool) -> Iterator[Labels]:
     with warnings.catch_warnings():
         # ASE announces plugin moves (FHI-aims) on every read; not the user's concern here
         warnings.simplefilter("ignore", FutureWarning)
-        yield from ase.io.iread(str(path), index=":", format=fmt)
+        for atoms in ase.io.iread(str(path), index=":", format=fmt):
+            yield Labels.from_atoms(atoms)
 
 
-def _iread_pacemaker(path: Path, fmt: str, trust_pickle: bool) -> Iterator[ase.Atoms]:
+def _iread_pacemaker(path: Path, fmt: str, trust_pickle: bool) -> Iterator[Labels]:
     if not trust_pickle:
         raise FileError(
             "refusing to unpickle: loading a pickle runs code stored in the file; "
@@ -160,15 +199,20 @@ def _iread_pacemaker(path: Path, fmt: str, trust_pickle: bool) -> Iterator[ase.A
         results = {k: row[k] for k in ("energy", "forces") if k in df.columns}
         atoms.calc = SinglePointCalculator(atoms, **results)
         atoms.info.update({c: row[c] for c in scalars if _is_scalar(row[c])})
-        yield atoms
+        yield Labels.from_atoms(atoms)
 
 
 def _is_scalar(value) -> bool:
     return isinstance(value, (int, float, str))
 
 
-READERS: dict[str, Callable[[Path, str, bool], Iterator[ase.Atoms]]] = {
+def _iread_extxyz(path: Path, fmt: str, trust_pickle: bool) -> Iterator[Labels]:
+    return iread_labels(path)
+
+
+READERS: dict[str, Callable[[Path, str, bool], Iterator[Labels]]] = {
     PACEMAKER_PICKLE: _iread_pacemaker,
+    "extxyz": _iread_extxyz,
 }
 
 
@@ -186,15 +230,15 @@ def iread(
     fmt = format or detect_format(path)
     try:
         check_finished(path, fmt)
-        check_xyz_counts(path, fmt)
+        only_ase = check_xyz_frames(path, fmt)
     except READ_ERRORS as err:
         raise FileError(f"cannot read: {type(err).__name__}: {err}") from err
-    reader = READERS.get(fmt, _iread_ase)
+    reader = _iread_ase if only_ase else READERS.get(fmt, _iread_ase)
     frames = reader(path, fmt, trust_pickle)
     index = 0
     while True:
         try:
-            atoms = next(frames)
+            labels = next(frames)
         except StopIteration:
             break
         except FileError:
@@ -206,7 +250,7 @@ def iread(
             yield Frame(index, error=reason + " (this frame and any after it are skipped)")
             return
         try:
-            yield Frame(index, config=Configuration.from_atoms(atoms, key_map))
+            yield Frame(index, config=Configuration.from_labels(labels, key_map))
         except FrameError as err:
             yield Frame(index, error=str(err))
         index += 1

@@ -42,10 +42,10 @@ def _wrong_count(path):
 
 BAD = {
     "nan_forces.xyz": (_nan_forces, "frame 1: forces contains non-finite values"),
-    "random.xyz": (_random_bytes, "cannot"),
+    "random.xyz": (_random_bytes, "not UTF-8 text"),
     "empty.xyz": (_empty, "empty"),
     "no_energy.xyz": (_no_energy, "frame 0: no energy"),
-    "wrong_count.xyz": (_wrong_count, "cannot parse as extxyz"),
+    "wrong_count.xyz": (_wrong_count, "frame 1 does not start with its number of atoms"),
 }
 
 
