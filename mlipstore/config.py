@@ -233,6 +233,8 @@ class SelectParams(_Strict):
     # cutoff and radial functions, these limits, and as many functions per element as the
     # pool allows (below the atom count of the rarest element, at most max_basis_functions)
     max_basis_functions: PositiveInt = 1000
+    # maxvol on a big pool: pace_select -b, structures per batch (memory ~ batch, not pool)
+    batch_size: PositiveInt | None = None
     basis_nradmax_by_orders: list[PositiveInt] = [15, 6, 4, 3]
     basis_lmax_by_orders: list[int] = [0, 3, 3, 2]
 

@@ -143,7 +143,7 @@ class DatasetBuilder:
         pool = read_own_pickle(pool_path or self.layout.pool)
         basis = s.selection_basis(self.params.training.ace_basis_config)
         selection = make_selection(method or s.method, basis, s.seed, potential,
-                                   s.max_basis_functions)
+                                   s.max_basis_functions, s.batch_size)
         return selection.select_ids(pool, n_structures or s.n_structures)
 
 

@@ -13,7 +13,6 @@ baseline where one is used. References and baseline are recorded in
 
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 import tempfile
@@ -27,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from ase.data import atomic_numbers, chemical_symbols
+from isal import igzip
 from tqdm import tqdm
 
 from .filters import ScanFilter
@@ -133,14 +133,17 @@ def _minus_baseline(baseline: PairPotential, atoms: list[ase.Atoms], cols: Colum
 
 def write_pickle_gzip(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` as a gzipped pickle atomically and reproducibly (no name or time
-    in the gzip header), so the same data gives the same bytes and DVC hash."""
+    in the gzip header), so the same data gives the same bytes and DVC hash.
+
+    ISA-L's gzip compresses about 20 times faster than zlib at the same ratio; the
+    stream is plain gzip, which pandas (and so pacemaker) reads as any other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0
-                               ) as gz:
+            with igzip.IGzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1,
+                                 mtime=0) as gz:
                 pickle.dump(df, gz, protocol=pickle.HIGHEST_PROTOCOL)
             raw.flush()
             os.fsync(raw.fileno())

@@ -56,13 +56,16 @@ class MaxVolSelection(Selection):
     do not depend on fitted coefficients. MaxVol picks at most one atomic environment per
     basis function and needs more environments than functions, so the unfitted basis is
     sized to the pool: below the atom count of the rarest element, at most ``max_functions``.
+    ``batch_size`` (structures) makes pace_select work through a big pool in batches, so
+    its memory is bounded by the batch instead of the pool.
     """
 
     def __init__(self, basis: AceBasisConfig | None = None, potential: Path | None = None,
-                 max_functions: int = 1000) -> None:
+                 max_functions: int = 1000, batch_size: int | None = None) -> None:
         if basis is None and potential is None:
             raise ValueError("maxvol needs an ACE basis or a fitted potential")
         self.basis, self.potential, self.max_functions = basis, potential, max_functions
+        self.batch_size = batch_size
 
     def selection_basis(self, pool: pd.DataFrame, path: Path) -> Path:
         """Write the unfitted B-basis sized to ``pool``; returns its path."""
@@ -85,9 +88,10 @@ class MaxVolSelection(Selection):
                 pool_path, compression="gzip")
             basis = self.potential or self.selection_basis(pool, tmp / "basis.yaml")
             out = tmp / "selected.pkl.gz"  # the suffix pace_select compresses
+            batches = ["-b", str(self.batch_size)] if self.batch_size else []
             result = subprocess.run(
                 [tool("pace_select"), "-p", str(basis), "-m", str(n), "-o", str(out), "-V",
-                 str(pool_path)], cwd=tmp, capture_output=True, text=True)
+                 *batches, str(pool_path)], cwd=tmp, capture_output=True, text=True)
             if result.returncode != 0 or not out.exists():
                 tail = (result.stdout + result.stderr)[-2000:]
                 raise PacemakerError(f"pace_select failed (exit {result.returncode}):\n{tail}")
@@ -96,10 +100,11 @@ class MaxVolSelection(Selection):
 
 
 def make_selection(method: str, basis: AceBasisConfig | None = None, seed: int = 42,
-                   potential: Path | None = None, max_functions: int = 1000) -> Selection:
+                   potential: Path | None = None, max_functions: int = 1000,
+                   batch_size: int | None = None) -> Selection:
     """The Selection for a method name of params.yaml (``maxvol``, ``random``, ``none``)."""
     if method == "maxvol":
-        return MaxVolSelection(basis, potential, max_functions)
+        return MaxVolSelection(basis, potential, max_functions, batch_size)
     if method == "random":
         return RandomSelection(seed)
     if method == "none":

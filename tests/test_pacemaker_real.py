@@ -78,3 +78,21 @@ def test_export_trains_with_pacemaker_and_pace_select_reads_it(tmp_path):
     chosen = pd.read_pickle(selected, compression="gzip")
     assert 0 < len(chosen) <= 4
     assert set(chosen["name"]) <= set(exported["name"])
+
+
+def test_maxvol_selection_in_batches_before_any_fit(tmp_path):
+    """pace_select with an unfitted basis, working through the pool in batches (-b), as a
+    pool too big for memory would need."""
+    from mlipstore.config import AceBasisConfig
+    from mlipstore.export import pacemaker_frame
+    from mlipstore.selection import MaxVolSelection
+    from mlipstore.store import Store
+
+    raw = tmp_path / "emt.extxyz"
+    ase.io.write(raw, emt_frames(16, seed=4), format="extxyz")
+    cli("ingest", raw, "--store", tmp_path / "store", "--quiet")
+    pool = pacemaker_frame(Store(tmp_path / "store").scan())
+    basis = AceBasisConfig(r_cut=4.5, nradmax_by_orders=[6, 3], lmax_by_orders=[0, 2])
+    chosen = MaxVolSelection(basis, max_functions=10, batch_size=5).select(pool, 6)
+    assert 0 < len(chosen) <= 6 and len(set(chosen)) == len(chosen)
+    assert all(0 <= i < len(pool) for i in chosen)
