@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,9 +85,9 @@ def pacemaker_frame(table: pa.Table,
     """
     cols = Columns.from_table(table)
     energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
-    atoms = [ase.Atoms(numbers=cols.numbers[cols.atoms_slice(row)],
-                       positions=cols.positions[cols.atoms_slice(row)],
-                       cell=cols.cells[row], pbc=cols.pbc[row])
+    build = atoms_builder()
+    atoms = [build(cols.numbers[cols.atoms_slice(row)], cols.positions[cols.atoms_slice(row)],
+                   cols.cells[row], cols.pbc[row])
              for row in tqdm(range(table.num_rows), desc="export", unit="config",
                              disable=not progress, leave=False)]
     baseline_energy, forces_all, stress_all = np.zeros(len(atoms)), cols.forces, cols.stress
@@ -116,6 +116,31 @@ def pacemaker_frame(table: pa.Table,
         "units": {"energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3 (Voigt)"},
     }
     return df
+
+
+def atoms_builder() -> Callable[..., ase.Atoms]:
+    """``build(numbers, positions, cell, pbc) -> ase.Atoms``, made the way unpickling makes
+    them (instance plus state), about ten times faster than ``ase.Atoms(...)``, which
+    normalises arguments that here are already arrays of the right type and shape.
+    Falls back to the constructor if ASE's attribute layout is not the expected one."""
+    template = ase.Atoms(numbers=[1], positions=np.zeros((1, 3)), cell=np.eye(3), pbc=True)
+    if set(vars(template)) != _ATOMS_STATE or set(template.arrays) != {"numbers", "positions"}:
+        return lambda numbers, positions, cell, pbc: ase.Atoms(
+            numbers=numbers, positions=positions, cell=cell, pbc=pbc)
+    cell_type, celldisp = type(template.cell), template._celldisp
+
+    def build(numbers, positions, cell, pbc) -> ase.Atoms:
+        atoms = ase.Atoms.__new__(ase.Atoms)
+        atoms.__dict__.update(
+            _cellobj=cell_type(np.array(cell, dtype=np.float64)), _pbc=np.array(pbc, bool),
+            arrays={"numbers": np.array(numbers, dtype=np.int64),
+                    "positions": np.array(positions, dtype=np.float64)},
+            _celldisp=celldisp.copy(), _constraints=[], info={}, _calc=None)
+        return atoms
+    return build
+
+
+_ATOMS_STATE = {"_cellobj", "_pbc", "arrays", "_celldisp", "_constraints", "info", "_calc"}
 
 
 def _minus_baseline(baseline: PairPotential, atoms: list[ase.Atoms], cols: Columns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ase
 import ase.io
 import numpy as np
 import pandas as pd
@@ -84,3 +85,20 @@ def test_binary_input_round_trips_bit_for_bit(tmp_path):
         assert np.array_equal(row["forces"], atoms.get_forces())
         assert np.array_equal(row["ase_atoms"].positions, atoms.positions)
         assert row["energy"] == atoms.calc.results["free_energy"]
+
+
+def test_fast_atoms_equal_constructed_ones_and_survive_pickling():
+    import pickle
+
+    from mlipstore.export import atoms_builder
+
+    build = atoms_builder()
+    for atoms in emt_frames(3) + [ase.Atoms("H2O", positions=np.eye(3), pbc=False)]:
+        made = build(atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc)
+        assert made == atoms and vars(made).keys() == vars(atoms).keys()
+        assert made.get_chemical_formula() == atoms.get_chemical_formula()
+        assert np.array_equal(made.cell.array, atoms.cell.array)
+        again = pickle.loads(pickle.dumps(made))
+        assert again == atoms and again.arrays["numbers"].dtype == np.int64
+        made.positions[0] += 1.0  # its own arrays: the source is not changed
+        assert made != atoms
