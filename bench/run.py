@@ -1,7 +1,7 @@
 """mlipstore against what users would use instead, on the same data, in one run.
 
     .venv/bin/python bench/run.py                 # N = 10,000 configurations (~5 min)
-    .venv/bin/python bench/run.py --n 1000000 --no-peers --no-scaling   # the million
+    .venv/bin/python bench/run.py --n 1000000 --no-peers --no-scaling --no-full-export
 
 Every step runs in its own process; wall time and peak RSS (os.wait4) are measured from
 outside. Ratios are taken within this run, so they hold on the machine it ran on. Results
@@ -118,8 +118,9 @@ def run_peers(work: Path, files: list[Path], store: Path, results: dict) -> None
     results["ase_db_mb"] = size_mb([db])
 
 
-def dvc_steps(work: Path, n: int, files: list[Path], results: dict) -> None:
-    """dvc status on the store; then append 1% new data and measure what push sends."""
+def dvc_steps(work: Path, n: int, store: Path, results: dict) -> None:
+    """dvc status on (a hard-linked copy of) the store; then append 1% new data and
+    measure what push sends."""
     repo = work / "dvcrepo"
     shutil.rmtree(repo, ignore_errors=True)
     (repo / "data").mkdir(parents=True)
@@ -128,7 +129,7 @@ def dvc_steps(work: Path, n: int, files: list[Path], results: dict) -> None:
     for cmd in (["git", "init", "-q"], [DVC, "init", "-q"],
                 [DVC, "remote", "add", "-d", "local", str(remote)]):
         run(cmd, cwd=repo)
-    run([MLIPSTORE, "ingest", *map(str, files), "--store", "data/store", "--quiet"], cwd=repo)
+    shutil.copytree(store, repo / "data" / "store", copy_function=os.link)
     run([DVC, "add", "-q", "data/store"], cwd=repo)
     run([DVC, "push", "-q"], cwd=repo)
     timings = [run([DVC, "status"], cwd=repo).seconds for _ in range(3)]
@@ -166,7 +167,7 @@ def ratios(r: dict) -> dict:
              "db_select_vs_scan": ("ase_db_select_s", "mlipstore_scan_s"),
              "store_vs_extxyz": ("store_mb", "extxyz_mb"),
              "store_vs_db": ("store_mb", "ase_db_mb"),
-             "ingest_rss_10n_vs_n": ("ingest_rss_10n_mb", "ingest_rss_mb"),
+             "ingest_rss_10n_vs_n": ("ingest_10n_rss_mb", "ingest_rss_mb"),
              "push_fraction": ("push_new_mb", "store_mb_after_append")}
     for name, (a, b) in pairs.items():
         if a in r and b in r:
@@ -191,12 +192,12 @@ def table(results: dict) -> str:
         "db_select_vs_scan": (f"{r.get('mlipstore_scan_s', 0) * 1e3:.0f} ms",
                               f"{r.get('ase_db_select_s', 0) * 1e3:.0f} ms (ASE db select), "
                               f"{r.get('filtered_rows', 0):,} rows"),
-        "store_vs_extxyz": (f"{r.get('store_mb', 0):.0f} MB", f"{r.get('extxyz_mb', 0):.0f} MB"
+        "store_vs_extxyz": (f"{r.get('store_mb', 0):.3g} MB", f"{r.get('extxyz_mb', 0):.3g} MB"
                             " (extxyz)"),
-        "store_vs_db": (f"{r.get('store_mb', 0):.0f} MB", f"{r.get('ase_db_mb', 0):.0f} MB"
+        "store_vs_db": (f"{r.get('store_mb', 0):.3g} MB", f"{r.get('ase_db_mb', 0):.3g} MB"
                         " (ASE db)"),
-        "ingest_rss_10n_vs_n": (f"{r.get('ingest_rss_mb', 0):.0f} MB at N, "
-                                f"{r.get('ingest_rss_10n_mb', 0):.0f} MB at 10N", ""),
+        "ingest_rss_10n_vs_n": (f"{r.get('ingest_rss_mb', 0):.3g} MB at N, "
+                                f"{r.get('ingest_10n_rss_mb', 0):.3g} MB at 10N", ""),
         "dvc_status_s": (f"{r.get('dvc_status_s', 0):.2f} s", ""),
         "push_fraction": (f"{r.get('push_new_objects', 0)} objects, "
                           f"{r.get('push_new_mb', 0):.1f} MB", ""),
@@ -206,6 +207,14 @@ def table(results: dict) -> str:
             ours, peer = rows[key]
             ok = "pass" if passes(q[key]) else "FAIL"
             lines.append(f"| {label} | {ours} | {peer} | {q[key]:.3g} | {target} | {ok} |")
+    lines += ["", "| mlipstore step | wall time | peak RSS |", "|---|---|---|"]
+    for label, key in (("ingest", "ingest"), ("info", "info"), ("export, whole store", "export"),
+                       ("export, filtered (elements + eV/atom window)", "filtered_export"),
+                       ("ingest at 10N", "ingest_10n"), ("export at 10N", "export_10n")):
+        if f"{key}_s" in r:
+            rss = r.get(f"{key}_rss_mb")
+            lines.append(f"| {label} | {r[f'{key}_s']:.1f} s | "
+                         + (f"{rss:.0f} MB |" if rss else "|"))
     return "\n".join(lines)
 
 
@@ -224,9 +233,12 @@ def machine() -> str:
 @click.option("--peers/--no-peers", default=True, help="Time ase.io.read, ASE db, pandas.")
 @click.option("--scaling/--no-scaling", default=True, help="Peak RSS at 10N too.")
 @click.option("--dvc/--no-dvc", "with_dvc", default=True, help="dvc status and push.")
+@click.option("--full-export/--no-full-export", default=True,
+              help="Export the whole store too (the filtered export always runs).")
 @click.option("--out", default=str(HERE / "results"), show_default=True,
               type=click.Path(file_okay=False), help="Where N.json and N.md go.")
-def main(n: int, work: str, peers: bool, scaling: bool, with_dvc: bool, out: str) -> None:
+def main(n: int, work: str, peers: bool, scaling: bool, with_dvc: bool, full_export: bool,
+         out: str) -> None:
     """Benchmark mlipstore against ase.io.read, an ASE db and the plain pandas path."""
     work_dir = Path(work).resolve()
     raw: dict = {}
@@ -237,23 +249,25 @@ def main(n: int, work: str, peers: bool, scaling: bool, with_dvc: bool, out: str
     step = ingest(files, store)
     raw["ingest_s"], raw["ingest_rss_mb"] = step.seconds, step.peak_rss_mb
     raw["store_mb"] = size_mb(store_files(store))
-    raw["info_s"] = run([MLIPSTORE, "info", "--store", str(store)]).seconds
-    step = export(store, work_dir / "export.pckl.gzip")
-    raw["export_s"], raw["export_rss_mb"] = step.seconds, step.peak_rss_mb
+    step = run([MLIPSTORE, "info", "--store", str(store)])
+    raw["info_s"], raw["info_rss_mb"] = step.seconds, step.peak_rss_mb
+    if full_export:
+        step = export(store, work_dir / "export.pckl.gzip")
+        raw["export_s"], raw["export_rss_mb"] = step.seconds, step.peak_rss_mb
     step = export(store, work_dir / "filtered.pckl.gzip", "--elements", ELEMENTS,
                   "--min-energy-per-atom", LOW, "--max-energy-per-atom", HIGH)
-    raw["filtered_export_s"] = step.seconds
+    raw["filtered_export_s"], raw["filtered_export_rss_mb"] = step.seconds, step.peak_rss_mb
     if peers:
         run_peers(work_dir, files, store, raw)
     if scaling:
         big = generate(work_dir / "data", 10 * n, seed=1)
         step = ingest(big, work_dir / "store10")
-        raw["ingest_10n_s"], raw["ingest_rss_10n_mb"] = step.seconds, step.peak_rss_mb
+        raw["ingest_10n_s"], raw["ingest_10n_rss_mb"] = step.seconds, step.peak_rss_mb
         step = export(work_dir / "store10", work_dir / "export10.pckl.gzip")
-        raw["export_10n_s"], raw["export_rss_10n_mb"] = step.seconds, step.peak_rss_mb
+        raw["export_10n_s"], raw["export_10n_rss_mb"] = step.seconds, step.peak_rss_mb
         shutil.rmtree(work_dir / "store10")
     if with_dvc:
-        dvc_steps(work_dir, n, files, raw)
+        dvc_steps(work_dir, n, store, raw)
     raw["total_s"] = time.perf_counter() - started
     results = {"n": n, "atoms_per_config": 64, "machine": machine(), "raw": raw,
                "ratios": ratios(raw)}
