@@ -56,10 +56,11 @@ def remote_objects(root: str | Path, name: str | None = None) -> dict[str, int]:
     repo = Repo(str(root))
     try:
         remote = repo.cloud.get_remote(name)
-        fs = remote.fs.fs  # the fsspec filesystem under DVC's wrapper
-        found = fs.find(remote.path, detail=True) if fs.exists(remote.path) else {}
+        if not remote.fs.exists(remote.path):
+            return {}
+        paths = list(remote.fs.find(remote.path))
         return {posixpath.relpath(path, remote.path): int(info["size"])
-                for path, info in found.items() if info["type"] == "file"}
+                for path, info in zip(paths, remote.fs.info(paths), strict=True)}
     finally:
         repo.close()
 
