@@ -103,7 +103,7 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
 @click.option("--rev", help="Git revision (branch, tag, commit) to read the store at, "
               "through DVC without a checkout; default: the working tree.")
 @click.option("--repo", default=".", show_default=True,
-              help="Project directory or git URL that --rev refers to.")
+              help="Project directory or git URL; --store is relative to it.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Also write histograms of the data (energy per atom, forces, sizes) as PNG.")
@@ -142,12 +142,14 @@ def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
 def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
     """Configurations added and removed from REV_A to REV_B (default: the working tree),
     by content id, with counts per element and per tag."""
-    from .versions import diff_revisions
+    from .versions import clean_clones, diff_revisions
 
     try:
         diff = diff_revisions(repo, rev_a, rev_b, store_dir)
     except StoreError as err:
         raise click.ClickException(str(err)) from err
+    finally:
+        clean_clones()
     if as_json:
         click.echo(json.dumps(diff.to_dict(), indent=2))
         return
@@ -365,23 +367,26 @@ def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) ->
 
 @contextlib.contextmanager
 def _versioned_store(repo: str, rev: str | None, store_dir: str) -> Iterator[Store]:
-    """The store at ``rev`` of ``repo`` (the working tree's without ``rev``), closed
-    afterwards; a missing store or revision is a usage error."""
-    if rev is None:
-        yield _store(store_dir)
-        return
-    from .versions import open_store
+    """The store of ``repo`` at ``rev`` (a local project's working tree without ``rev``),
+    closed afterwards; a missing store or revision is a usage error."""
+    from .versions import RevisionStore, clean_clones, open_store
 
     try:
         store = open_store(repo, rev, store_dir)
     except StoreError as err:
+        if rev is not None:
+            clean_clones()
         raise click.ClickException(str(err)) from err
+    if not isinstance(store, RevisionStore):
+        yield store
+        return
     try:
         yield store
     except StoreError as err:
         raise click.ClickException(str(err)) from err
     finally:
         store.close()
+        clean_clones()
 
 
 def _store(store_dir: str) -> Store:

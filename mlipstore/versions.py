@@ -137,7 +137,8 @@ def open_store(repo: str | Path = ".", rev: str | None = None,
     ``rev`` (branch, tag, commit, experiment), read through DVC without a checkout;
     ``rev=None`` in a local project is its working tree (a plain ``Store``). ``remote``
     names the DVC remote to fetch from (default: the project's default). Close a
-    ``RevisionStore`` (or use it in ``with``) to release a temporary clone."""
+    ``RevisionStore`` (or use it in ``with``); ``clean_clones()`` then deletes the
+    temporary clones of git URLs."""
     if rev is None and Path(repo).is_dir():
         return Store(Path(repo) / path)
     from dvc.api import DVCFileSystem
@@ -151,6 +152,14 @@ def open_store(repo: str | Path = ".", rev: str | None = None,
         fs.close()
         raise StoreError(f"unknown revision {rev!r} in {repo}: {err}") from err
     return RevisionStore(fs, Path(path).as_posix(), label)
+
+
+def clean_clones() -> None:
+    """Delete the temporary git clones and caches DVC made for repositories given by URL
+    (all of this process's: call it when no RevisionStore of a URL is open)."""
+    from dvc.repo.open_repo import clean_repos
+
+    clean_repos()
 
 
 @dataclass(frozen=True)
