@@ -13,6 +13,7 @@ import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +23,9 @@ import pyarrow.parquet as pq
 from .schema import check_schema_version, schema
 from .shards import REPLACES_KEY, ShardName, elements_of
 from .store import DEFAULT_STORE, Store, StoreError, _counts
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 ID_COLUMNS = ["id", "chemical_system", "tags"]
 
@@ -41,11 +45,12 @@ def live_shards(names: list[str], replaced_by: dict[str, list[str]]) -> list[str
 
 
 class RevisionStore(Store):
-    """The store as it was at a git revision, read through an fsspec filesystem (DVC's)
-    without checking anything out. Read-only: scan, to_pandas, iter_atoms, ids,
-    content_hash and info work as on ``Store``."""
+    """A store read through an fsspec filesystem: for ``open_store``, DVC's view of a git
+    revision, so nothing is checked out. ``root`` is the store's path in ``fs``,
+    ``label`` names the version in messages and in ``info()``. Read-only: scan,
+    to_pandas, iter_atoms, ids, content_hash and info work as on ``Store``."""
 
-    def __init__(self, fs, root: str, label: str) -> None:  # noqa: D107 - no dir check
+    def __init__(self, fs: AbstractFileSystem, root: str, label: str) -> None:
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         self.fs, self.root, self.label = fs, root.rstrip("/"), label
@@ -124,7 +129,7 @@ class RevisionStore(Store):
             "tags": _counts(pc.list_flatten(table.column("tags"))),
         }
 
-    def writing(self):
+    def writing(self, *args, **kwargs):
         """Not possible: a revision of the store is read-only."""
         raise StoreError(f"{self.label} is a past version of the store: read-only")
 
@@ -132,25 +137,28 @@ class RevisionStore(Store):
 
 
 def open_store(repo: str | Path = ".", rev: str | None = None,
-               path: str | Path = DEFAULT_STORE, remote: str | None = None) -> Store:
-    """The store of the project ``repo`` (a directory or a git URL) at git revision
-    ``rev`` (branch, tag, commit, experiment), read through DVC without a checkout;
-    ``rev=None`` in a local project is its working tree (a plain ``Store``). ``remote``
-    names the DVC remote to fetch from (default: the project's default). Close a
-    ``RevisionStore`` (or use it in ``with``); ``clean_clones()`` then deletes the
-    temporary clones of git URLs."""
+               path: str | Path = DEFAULT_STORE) -> Store:
+    """The store at ``path`` in the project ``repo`` (a directory or a git URL) at git
+    revision ``rev`` (branch, tag, commit, experiment), read through DVC without a
+    checkout, its data from the DVC cache or else the default remote; ``rev=None`` in a
+    local project is its working tree (a plain ``Store``). Close a ``RevisionStore`` (or
+    use it in ``with``); ``clean_clones()`` then deletes temporary clones of git URLs."""
     if rev is None and Path(repo).is_dir():
         return Store(Path(repo) / path)
     from dvc.api import DVCFileSystem
+    from dvc.exceptions import DvcException
     from dvc.scm import RevError
 
-    fs = DVCFileSystem(str(repo), rev=rev, remote=remote)
+    fs = DVCFileSystem(str(repo), rev=rev)
     label = f"{repo}@{rev}" if rev else str(repo)
     try:
         fs.repo  # noqa: B018 - opens the repository at the revision: fail early
     except RevError as err:
         fs.close()
         raise StoreError(f"unknown revision {rev!r} in {repo}: {err}") from err
+    except DvcException as err:  # not a git repository, cannot clone, not DVC
+        fs.close()
+        raise StoreError(f"cannot open {repo} as a DVC project: {err}") from err
     return RevisionStore(fs, Path(path).as_posix(), label)
 
 

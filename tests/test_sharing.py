@@ -225,6 +225,8 @@ def test_any_version_and_diff(generation, tmp_path):
 
     with pytest.raises(StoreError, match="unknown revision"):
         open_store(root, "no-such-rev")
+    assert "not a git repository" in cli("diff", "HEAD", "--repo", tmp_path,
+                                         expect=1).output
     first = run(["git", "rev-list", "--max-parents=0", "HEAD"], root).stdout.strip()
     assert "no store at data/store" in cli("info", "--repo", root, "--rev", first,
                                            expect=1).output
