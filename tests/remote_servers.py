@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -75,6 +76,36 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 15) -> No
     raise RuntimeError(f"sshd did not answer on 127.0.0.1:{port}")
 
 
+def _children(pid: int) -> list[int]:
+    """Ids of the processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop sshd and the per-connection processes it forked (a client still connected,
+    such as DVC's SSH filesystem cached in this process, would keep them alive)."""
+    sessions = _children(proc.pid)
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in sessions:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 @contextmanager
 def ssh_server(tmp: Path) -> Iterator[SSHServer]:
     """sshd on a free loopback port with its own host key and config, accepting one
@@ -109,10 +140,5 @@ def ssh_server(tmp: Path) -> Iterator[SSHServer]:
 
         yield SSHServer(port, getpass.getuser(), tmp / "client_key", home)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         proc.stderr.close()
