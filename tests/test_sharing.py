@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ase.io
 import pytest
+import yaml
 from remote_servers import S3_CREDENTIALS, s3_server, ssh_server
 
 from conftest import cli, emt_frames, tree_digest
@@ -122,6 +123,9 @@ def share_round_trip(kind: str, root: Path, tmp: Path, record_property,
     md5 = hashlib.md5(shard.read_bytes()).hexdigest()
     assert len(manifests) == 1 and data == [f"files/md5/{md5[:2]}/{md5[2:]}"]
     assert new[data[0]] == shard.stat().st_size
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    (store_out,) = lock["stages"]["ingest"]["outs"]  # the manifest is the store's version
+    assert manifests == [f"files/md5/{store_out['md5'][:2]}/{store_out['md5'][2:]}"]
     record_property("figure", (
         f"{kind} remote: first push {len(first)} objects, {sum(first.values())} B; "
         f"fresh clone pulled them, models byte-identical, dvc repro: nothing to do; "
