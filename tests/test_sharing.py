@@ -141,6 +141,12 @@ def test_init_configures_a_default_local_remote(generation, tmp_path):
     assert remote_url(tmp_path / "elsewhere") == str((tmp_path / "team-remote").resolve())
     cli("init", tmp_path / "bare", "--no-remote")
     assert remote_url(tmp_path / "bare") is None
+    theirs = tmp_path / "theirs"  # a DVC project with a default remote of its own
+    run(["git", "init", "-q", str(theirs)], tmp_path)
+    run(["dvc", "init", "-q"], theirs)
+    add_remote(theirs, tmp_path / "their-remote", name="mine")
+    cli("init", theirs)
+    assert remote_url(theirs) == str((tmp_path / "their-remote").resolve())
 
 
 def test_local_remote_round_trip(generation, tmp_path, record_property):
