@@ -3,7 +3,6 @@
 Data flow: raw DFT files -> ``readers`` -> ``ingest`` -> ``store`` (Parquet shards)
 -> ``export`` / ``selection`` (``DatasetBuilder``) -> ``pacemaker`` (``PacemakerRunner``)
 -> ``potentials`` (registry, lineage); ``pipeline`` and ``cli`` are thin shells over these.
-Sharing: ``remotes`` (DVC remotes), ``versions`` (the store at any git revision, diff).
 """
 
 from .config import ConfigError, Params, TrainingConfig, load_params
@@ -17,7 +16,6 @@ from .potentials import Potential, list_potentials
 from .readers import FileError, iread
 from .selection import MaxVolSelection, RandomSelection, Selection
 from .store import Store, StoreError
-from .versions import RevisionStore, StoreDiff, diff_revisions, diff_stores, open_store
 from .workflow import DFTResult, TrainingPhase, WorkflowState
 
 __all__ = [
@@ -27,5 +25,4 @@ __all__ = [
     "Selection", "Store", "StoreError", "TrainingConfig", "DFTResult", "TrainingPhase",
     "WorkflowState", "export_for_pacemaker", "ingest",
     "iread", "list_potentials", "load_params", "pacemaker_frame",
-    "RevisionStore", "StoreDiff", "diff_revisions", "diff_stores", "open_store",
 ]
