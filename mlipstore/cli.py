@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -97,18 +99,22 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
 
 @main.command("info")
 @store_option
+@click.option("--rev", help="Git revision (branch, tag, commit) to read the store at, "
+              "through DVC without a checkout; default: the working tree.")
+@click.option("--repo", default=".", show_default=True,
+              help="Project directory or git URL; --store is relative to it.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Also write histograms of the data (energy per atom, forces, sizes) as PNG.")
-def info_cmd(store_dir, as_json, plot) -> None:
+def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
     """Summarise the store: configurations, atoms, elements, shards, bytes."""
-    store = _store(store_dir)
-    info = store.info()
-    if plot:
-        from .metrics import plot_distributions
+    with _versioned_store(repo, rev, store_dir) as store:
+        info = store.info()
+        if plot:
+            from .metrics import plot_distributions
 
-        plot_distributions(store.scan(columns=["n_atoms", "energy", "free_energy",
-                                               "max_force", "chemical_system"]), plot)
+            plot_distributions(store.scan(columns=["n_atoms", "energy", "free_energy",
+                                                   "max_force", "chemical_system"]), plot)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -122,6 +128,42 @@ def info_cmd(store_dir, as_json, plot) -> None:
         if info[name]:
             items = ", ".join(f"{k}: {v}" for k, v in sorted(info[name].items()))
             click.echo(f"{name.replace('_', ' '):<14} {items}")
+
+
+@main.command("diff")
+@click.argument("rev_a")
+@click.argument("rev_b", required=False)
+@store_option
+@click.option("--repo", default=".", show_default=True,
+              help="Project directory or git URL the revisions refer to.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--summary", is_flag=True, help="Counts only, no ids.")
+def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
+    """Configurations added and removed from REV_A to REV_B (default: the working tree),
+    by content id, with counts per element and per tag."""
+    from .versions import clean_clones, diff_revisions
+
+    try:
+        diff = diff_revisions(repo, rev_a, rev_b, store_dir)
+    except StoreError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        clean_clones()
+    if as_json:
+        click.echo(json.dumps(diff.to_dict(), indent=2))
+        return
+    if not summary:
+        for prefix, ids in (("+", diff.added), ("-", diff.removed)):
+            for config_id in ids:
+                click.echo(f"{prefix} {config_id}")
+    click.echo(f"{len(diff.added)} added, {len(diff.removed)} removed "
+               f"({rev_a} -> {rev_b or 'working tree'})")
+    for label, counts in (("added by element", diff.added_by_element),
+                          ("removed by element", diff.removed_by_element),
+                          ("added by tag", diff.added_by_tag),
+                          ("removed by tag", diff.removed_by_tag)):
+        if counts:
+            click.echo(f"{label:<18} {', '.join(f'{k}: {v}' for k, v in counts.items())}")
 
 
 @main.command("export")
@@ -240,16 +282,27 @@ def _pair(train: dict, test: dict, key: str) -> str:
 
 @main.command("init")
 @click.argument("directory", type=click.Path(file_okay=False))
-def init_cmd(directory) -> None:
-    """Create a new project: git + DVC, dvc.yaml, params.yaml and the inbox data/raw."""
+@click.option("--remote", help="Default DVC remote: a directory or a URL (s3://, ssh://); "
+              "default: the directory DIRECTORY-dvc-remote beside the project.")
+@click.option("--no-remote", is_flag=True, help="Configure no DVC remote.")
+def init_cmd(directory, remote, no_remote) -> None:
+    """Create a new project: git + DVC with a default remote, dvc.yaml, params.yaml and
+    the inbox data/raw."""
     from .project import ProjectError, init_project
 
+    if remote and no_remote:
+        raise click.UsageError("--remote and --no-remote exclude each other")
     try:
-        root = init_project(directory)
+        root = init_project(directory, remote, add_default_remote=not no_remote)
     except ProjectError as err:
         raise click.ClickException(str(err)) from err
     click.echo(f"created {root}: put DFT outputs into {root}/data/raw (or 'mlipstore add'), "
                "then run 'dvc repro'")
+    if not no_remote:
+        from .remotes import DEFAULT_REMOTE_NAME, remote_url
+
+        click.echo(f"'dvc push' sends data to the remote {DEFAULT_REMOTE_NAME}: "
+                   f"{remote_url(root)}")
 
 
 @main.command("cycle")
@@ -312,6 +365,30 @@ def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) ->
     if output:
         write_candidates(chosen, output)
         click.echo(f"wrote {output}")
+
+
+@contextlib.contextmanager
+def _versioned_store(repo: str, rev: str | None, store_dir: str) -> Iterator[Store]:
+    """The store of ``repo`` at ``rev`` (a local project's working tree without ``rev``),
+    closed afterwards; a missing store or revision is a usage error."""
+    from .versions import RevisionStore, clean_clones, open_store
+
+    try:
+        store = open_store(repo, rev, store_dir)
+    except StoreError as err:
+        if rev is not None:
+            clean_clones()
+        raise click.ClickException(str(err)) from err
+    if not isinstance(store, RevisionStore):
+        yield store
+        return
+    try:
+        yield store
+    except StoreError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        store.close()
+        clean_clones()
 
 
 def _store(store_dir: str) -> Store:

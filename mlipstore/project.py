@@ -21,10 +21,16 @@ def template_text(name: str) -> str:
     return (TEMPLATES / name).read_text()
 
 
-def init_project(root: str | Path) -> Path:
+def init_project(root: str | Path, remote: str | Path | None = None,
+                 add_default_remote: bool = True) -> Path:
     """Create a project at ``root``: git and DVC initialised, dvc.yaml, params.yaml, an
-    empty inbox data/raw; committed where git knows who you are. Returns the root."""
+    empty inbox data/raw, and the default DVC remote ``storage`` (``remote``, a path or
+    URL; default: the directory ``<root>-dvc-remote`` beside the project, unless DVC
+    already has a default remote; none if ``add_default_remote`` is False); committed
+    where git knows who you are. Returns the root."""
     from dvc.repo import Repo
+
+    from .remotes import add_remote, default_remote_path, remote_url
 
     layout = Layout(Path(root))
     for existing in ("dvc.yaml", "params.yaml"):
@@ -39,6 +45,8 @@ def init_project(root: str | Path) -> Path:
         _git(layout.root, "init", "-q")
     if not (layout.root / ".dvc").exists():
         Repo.init(str(layout.root))
+    if add_default_remote and (remote is not None or remote_url(layout.root) is None):
+        add_remote(layout.root, remote or default_remote_path(layout.root))
     _git(layout.root, "add", "-A")
     # without a git identity this commit fails; the files stay staged for the user's own
     _git(layout.root, "commit", "-q", "-m", "mlipstore init", check=False)
