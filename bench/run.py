@@ -209,7 +209,9 @@ def table(results: dict) -> str:
             lines.append(f"| {label} | {ours} | {peer} | {q[key]:.3g} | {target} | {ok} |")
     lines += ["", "| mlipstore step | wall time | peak RSS |", "|---|---|---|"]
     for label, key in (("ingest", "ingest"), ("info", "info"), ("export, whole store", "export"),
-                       ("export, filtered (elements + eV/atom window)", "filtered_export"),
+                       (f"export, filtered (elements {ELEMENTS}, {LOW} to {HIGH} eV/atom: "
+                        f"{r.get('filtered_export_rows', 0):,} configurations)",
+                        "filtered_export"),
                        ("ingest at 10N", "ingest_10n"), ("export at 10N", "export_10n")):
         if f"{key}_s" in r:
             rss = r.get(f"{key}_rss_mb")
@@ -257,6 +259,7 @@ def main(n: int, work: str, peers: bool, scaling: bool, with_dvc: bool, full_exp
     step = export(store, work_dir / "filtered.pckl.gzip", "--elements", ELEMENTS,
                   "--min-energy-per-atom", LOW, "--max-energy-per-atom", HIGH)
     raw["filtered_export_s"], raw["filtered_export_rss_mb"] = step.seconds, step.peak_rss_mb
+    raw["filtered_export_rows"] = int(step.output.split()[1])  # "wrote N configurations"
     if peers:
         run_peers(work_dir, files, store, raw)
     if scaling:

@@ -86,10 +86,11 @@ def pacemaker_frame(table: pa.Table,
     cols = Columns.from_table(table)
     energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
     build = atoms_builder()
+    rows = range(table.num_rows)
+    if progress:  # no tqdm object otherwise (see ingest._frames)
+        rows = tqdm(rows, desc="export", unit="config", leave=False)
     atoms = [build(cols.numbers[cols.atoms_slice(row)], cols.positions[cols.atoms_slice(row)],
-                   cols.cells[row], cols.pbc[row])
-             for row in tqdm(range(table.num_rows), desc="export", unit="config",
-                             disable=not progress, leave=False)]
+                   cols.cells[row], cols.pbc[row]) for row in rows]
     baseline_energy, forces_all, stress_all = np.zeros(len(atoms)), cols.forces, cols.stress
     if baseline is not None:
         baseline_energy, forces_all, stress_all = _minus_baseline(baseline, atoms, cols)

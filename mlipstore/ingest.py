@@ -119,8 +119,10 @@ TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
             trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
             progress: bool) -> Iterator[tuple[Configuration, Source]]:
-    bar = tqdm(files, desc="ingest", unit="file", disable=not progress, leave=False)
-    for path, fmt in bar:
+    # no tqdm object at all without progress: even a disabled one takes tqdm's
+    # process-shared lock, which a killed process can leave held for its siblings
+    bar = tqdm(files, desc="ingest", unit="file", leave=False) if progress else None
+    for path, fmt in bar if bar is not None else files:
         shown = _display_path(path)
         try:
             digest = sha256_file(path)
@@ -141,7 +143,9 @@ def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tag
         except OSError as err:
             report.files += 1
             report.rejected.append(Rejection(shown, None, f"cannot read: {err}"))
-        bar.set_postfix(new=report.new, dup=report.duplicate, rejected=len(report.rejected))
+        if bar is not None:
+            bar.set_postfix(new=report.new, dup=report.duplicate,
+                            rejected=len(report.rejected))
 
 
 def ingest(

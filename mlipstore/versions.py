@@ -8,40 +8,20 @@ clone (the remote's credentials come from the usual DVC/AWS/SSH configuration).
 
 from __future__ import annotations
 
-import json
 import posixpath
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
-from .schema import check_schema_version, schema
-from .shards import REPLACES_KEY, ShardName, elements_of
 from .store import DEFAULT_STORE, Store, StoreError, _counts
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 ID_COLUMNS = ["id", "chemical_system", "tags"]
-
-
-def live_shards(names: list[str], replaced_by: dict[str, list[str]]) -> list[str]:
-    """The shard names a reader sees: complete transactions only, minus the shards a
-    committed compaction replaced (``replaced_by``: compact shard -> names it replaces)."""
-    parsed = {n: ShardName.parse(n) for n in names}
-    groups: dict[str, list[str]] = defaultdict(list)
-    for name, shard in parsed.items():
-        if shard is not None:
-            groups[shard.txn].append(name)
-    complete = [n for group in groups.values() if len(group) == parsed[group[0]].n
-                for n in group]
-    replaced = {old for n in complete for old in replaced_by.get(n, [])}
-    return sorted(n for n in complete if n not in replaced)
 
 
 class RevisionStore(Store):
@@ -53,7 +33,7 @@ class RevisionStore(Store):
     def __init__(self, fs: AbstractFileSystem, root: str, label: str) -> None:
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-        self.fs, self.root, self.label = fs, root.rstrip("/"), label
+        self.fs, self.root, self._version = fs, root.rstrip("/"), label
         self.arrow_fs = PyFileSystem(FSSpecHandler(fs))
         self._sizes: dict[str, int] | None = None
 
@@ -69,65 +49,34 @@ class RevisionStore(Store):
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _listing(self) -> dict[str, int]:
+    @property
+    def label(self) -> str:
+        return f"{self._version}:{self.root}"
+
+    def _listing(self) -> dict[str, int | None]:
         """Shard file name -> size in bytes, as committed at the revision."""
         if self._sizes is None:
             if not self.fs.isdir(self.root):  # absent, or an output never produced
-                raise StoreError(f"no store at {self.root} in {self.label}")
+                raise StoreError(f"no store at {self.root} in {self._version}")
             entries = self.fs.ls(self.root, detail=True)
             self._sizes = {posixpath.basename(e["name"]): e["size"] for e in entries
                            if e["type"] == "file" and e["name"].endswith(".parquet")}
         return self._sizes
 
-    def _size(self, name: str) -> int:
-        """Bytes of one shard (DVC's directory manifests do not record sizes)."""
-        size = self._listing()[name]
-        if size is None:
-            with self.fs.open(self._path(name), "rb") as fh:
-                size = self._sizes[name] = fh.seek(0, 2)
-        return int(size)
+    def _shard_names(self) -> list[str]:
+        return list(self._listing())
 
-    def _path(self, name: str) -> str:
+    def _shard_path(self, name: str) -> str:
         return f"{self.root}/{name}"
 
-    def shard_paths(self) -> list[str]:
-        """The committed shards at the revision (paths in the filesystem), oldest first."""
-        names = list(self._listing())
-        replaced_by = {}
-        for name in names:
-            shard = ShardName.parse(name)
-            if shard is not None and shard.kind == "compact":
-                meta = pq.read_schema(self._path(name), filesystem=self.arrow_fs).metadata
-                replaced_by[name] = json.loads((meta or {}).get(REPLACES_KEY, b"[]"))
-        return [self._path(n) for n in live_shards(names, replaced_by)]
-
-    def dataset(self) -> ds.Dataset:
-        """A pyarrow Dataset over the revision's shards, read through the filesystem."""
-        return ds.dataset(self.shard_paths(), schema=schema(), format="parquet",
-                          filesystem=self.arrow_fs)
-
-    def info(self) -> dict:
-        """``Store.info`` of the revision; ``store`` names the revision."""
-        paths = self.shard_paths()
-        for path in paths:
-            meta = pq.read_schema(path, filesystem=self.arrow_fs).metadata
-            check_schema_version(meta, f"{self.label}:{path}")
-        table = self.dataset().to_table(
-            columns=["n_atoms", "chemical_system", "free_energy", "stress", "tags",
-                     "source_format"])
-        return {
-            "store": f"{self.label}:{self.root}",
-            "n_configs": table.num_rows,
-            "n_atoms": int(pc.sum(table.column("n_atoms")).as_py() or 0),
-            "elements": elements_of(table),
-            "n_shards": len(paths),
-            "bytes": sum(self._size(posixpath.basename(p)) for p in paths),
-            "with_free_energy": table.num_rows - table.column("free_energy").null_count,
-            "with_stress": table.num_rows - table.column("stress").null_count,
-            "formats": _counts(table.column("source_format")),
-            "chemical_systems": _counts(table.column("chemical_system")),
-            "tags": _counts(pc.list_flatten(table.column("tags"))),
-        }
+    def _shard_bytes(self, path: str) -> int:
+        """Bytes of one shard (DVC's directory manifests do not record sizes)."""
+        name = posixpath.basename(path)
+        size = self._listing()[name]
+        if size is None:
+            with self.fs.open(path, "rb") as fh:
+                size = self._sizes[name] = fh.seek(0, 2)
+        return int(size)
 
     def writing(self, *args, **kwargs):
         """Not possible: a revision of the store is read-only."""

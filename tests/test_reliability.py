@@ -70,6 +70,7 @@ def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
     t0 = time.perf_counter()
     ingest([probe], Store(tmp_path / "probe", create=True))
     duration = time.perf_counter() - t0
+    window = 2.0  # kills fall in [0, window * duration]; steered to land about half the time
     landed = {"ingest": 0, "compact": 0, "export": 0}
     outcomes = {"before": 0, "after": 0}
     kills = 0
@@ -77,8 +78,10 @@ def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
         batch = _batch(tmp_path, k)
         new = {c.id for c in _configs(batch)}
         before = set(_ids(store_dir))
-        landed["ingest"] += _kill_at_random(_ingest_child, ([batch], store_dir),
-                                            rng.uniform(0, 3 * duration))
+        hit = _kill_at_random(_ingest_child, ([batch], store_dir),
+                              rng.uniform(0, window * duration))
+        landed["ingest"] += hit
+        window *= 1.25 if hit else 0.8  # whatever this machine's speed and load
         kills += 1
         seen = _ids(store_dir)  # a reader right after the kill, before any recovery
         assert len(seen) == len(set(seen))
@@ -108,7 +111,7 @@ def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
         f"kills survived: {kills} ({landed} landed mid-call; one ingest takes "
         f"{duration * 1000:.0f} ms; store as before {outcomes['before']}, as after "
         f"{outcomes['after']} times); store: {len(_ids(store_dir))} configurations"))
-    assert kills >= 50 and landed["ingest"] >= 25
+    assert kills >= 50 and landed["ingest"] >= 15
     assert outcomes["before"] and outcomes["after"]
 
 

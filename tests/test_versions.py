@@ -13,8 +13,8 @@ from fsspec.implementations.local import LocalFileSystem
 from conftest import emt_frames
 from mlipstore.ingest import ingest
 from mlipstore.shards import ShardName
-from mlipstore.store import Store, StoreError
-from mlipstore.versions import RevisionStore, diff_stores, live_shards
+from mlipstore.store import Store, StoreError, live_shards
+from mlipstore.versions import RevisionStore, diff_stores
 
 
 def _ingest(store: Store, tmp_path, frames, name: str, tags=()) -> None:
