@@ -132,9 +132,7 @@ class Transaction:
         self._rows_in_shard = 0
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        """Append rows, starting a new shard every ``max_rows`` rows. Rows are clustered
-        by chemical system, so the matches of a filter fall in fewer row groups."""
-        batch = batch.take(pc.sort_indices(batch, [("chemical_system", "ascending")]))
+        """Append rows, starting a new shard every ``max_rows`` rows."""
         start = 0
         while start < batch.num_rows:
             if self._writer is None or self._rows_in_shard >= self.max_rows:
