@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .configuration import Configuration, KeyMap
 from .readers import DFT_FORMATS, FileError, detect_format, iread, sha256_file
-from .shards import BATCH_ROWS, Source, configs_to_batch
+from .shards import ROW_GROUP_ROWS, Source, configs_to_batch
 from .store import Store
 
 
@@ -184,7 +184,7 @@ def ingest(
                 report.new += 1
                 configs.append(config)
                 sources.append(source)
-                if len(configs) >= BATCH_ROWS:
+                if len(configs) >= ROW_GROUP_ROWS:
                     txn.write(configs_to_batch(configs, sources, now))
                     configs, sources = [], []
             if configs:

@@ -29,8 +29,7 @@ SHARD_RE = re.compile(
     r"-(?P<digest>[0-9a-f]{16})\.parquet$"
 )
 DIGEST_CHARS = 16
-BATCH_ROWS = 8192  # configurations built, sorted and written at a time
-ROW_GROUP_ROWS = 1024  # small row groups: a filtered scan decodes only those with a match
+ROW_GROUP_ROWS = 8192
 REPLACES_KEY = b"mlipstore.replaces"
 
 
