@@ -57,7 +57,8 @@ class MaxVolSelection(Selection):
     basis function and needs more environments than functions, so the unfitted basis is
     sized to the pool: below the atom count of the rarest element, at most ``max_functions``.
     ``batch_size`` (structures) makes pace_select work through a big pool in batches, so
-    its memory is bounded by the batch instead of the pool.
+    its memory is bounded by the batch instead of the pool; the unfitted basis is then
+    sized to the rarest element of the poorest batch.
     """
 
     def __init__(self, basis: AceBasisConfig | None = None, potential: Path | None = None,
@@ -71,10 +72,15 @@ class MaxVolSelection(Selection):
         """Write the unfitted B-basis sized to ``pool``; returns its path."""
         from pyace.multispecies_basisextension import create_multispecies_basis_config
 
-        counts = Counter(s for atoms in pool["ase_atoms"] for s in atoms.get_chemical_symbols())
-        elements = sorted(counts)
+        structures = list(pool["ase_atoms"])
+        elements = sorted({s for atoms in structures for s in atoms.get_chemical_symbols()})
         # each element owns unary + cross-element functions: keep their sum below its atoms
-        per_element = min(self.max_functions, int(0.8 * min(counts.values())))
+        # in the pool, or in every batch pace_select takes in turn
+        step = self.batch_size or len(structures)
+        rarest = min(min(Counter(s for atoms in structures[i:i + step]
+                                 for s in atoms.get_chemical_symbols()).values())
+                     for i in range(0, len(structures), step))
+        per_element = min(self.max_functions, int(0.8 * rarest))
         basis = self.basis.model_copy(update={"number_of_functions_per_element":
                                               max(per_element, 1)})
         create_multispecies_basis_config(potential_section(basis, elements)).save(str(path))

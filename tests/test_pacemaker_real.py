@@ -89,10 +89,11 @@ def test_maxvol_selection_in_batches_before_any_fit(tmp_path):
     from mlipstore.store import Store
 
     raw = tmp_path / "emt.extxyz"
-    ase.io.write(raw, emt_frames(16, seed=4), format="extxyz")
+    ase.io.write(raw, emt_frames(16, seed=4, symbols="Al"), format="extxyz")
     cli("ingest", raw, "--store", tmp_path / "store", "--quiet")
     pool = pacemaker_frame(Store(tmp_path / "store").scan())
     basis = AceBasisConfig(r_cut=4.5, nradmax_by_orders=[6, 3], lmax_by_orders=[0, 2])
+    # 4 batches of at most 5 structures (40 environments each)
     chosen = MaxVolSelection(basis, max_functions=10, batch_size=5).select(pool, 6)
     assert 0 < len(chosen) <= 6 and len(set(chosen)) == len(chosen)
     assert all(0 <= i < len(pool) for i in chosen)
