@@ -162,7 +162,14 @@ class Transaction:
         targets = [self.store.root / str(ShardName(self.kind, self.txn, k + 1, n,
                                                    sha256_file(path)[:DIGEST_CHARS]))
                    for k, path in enumerate(self._staged)]
-        (self.dir / COMMIT_MARKER).write_text(json.dumps([t.name for t in targets]))
+        # the marker appears whole or not at all: written aside, fsynced, then renamed (a
+        # writer killed while writing it once left an empty marker, found by the kill test)
+        aside = self.dir / f"{COMMIT_MARKER}.tmp"
+        with open(aside, "w") as fh:
+            fh.write(json.dumps([t.name for t in targets]))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(aside, self.dir / COMMIT_MARKER)
         _fsync_dir(self.dir)
         _roll_forward(self.dir, self.store.root)
         return targets

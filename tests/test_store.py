@@ -184,6 +184,13 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
         pass
     assert tree_digest(store_dir) == before
 
+    # killed while writing the marker: only its half-written temporary file exists
+    shutil.copytree(tmp_path / "abandoned", staged)
+    (staged / f"{COMMIT_MARKER}.tmp").write_text('["part-2099')
+    with store.writing():
+        pass
+    assert tree_digest(store_dir) == before
+
     # killed after COMMITTING, before the renames: rolled forward by the next writer
     shutil.copytree(tmp_path / "abandoned", staged)
     digest = sha256_file(staged / "0000.parquet")[:16]
