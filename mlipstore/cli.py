@@ -371,24 +371,16 @@ def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) ->
 def _versioned_store(repo: str, rev: str | None, store_dir: str) -> Iterator[Store]:
     """The store of ``repo`` at ``rev`` (a local project's working tree without ``rev``),
     closed afterwards; a missing store or revision is a usage error."""
-    from .versions import RevisionStore, clean_clones, open_store
+    from .versions import clean_clones, open_store
 
     try:
-        store = open_store(repo, rev, store_dir)
-    except StoreError as err:
-        if rev is not None:
-            clean_clones()
-        raise click.ClickException(str(err)) from err
-    if not isinstance(store, RevisionStore):
-        yield store
-        return
-    try:
-        yield store
+        with open_store(repo, rev, store_dir) as store:
+            yield store
     except StoreError as err:
         raise click.ClickException(str(err)) from err
     finally:
-        store.close()
-        clean_clones()
+        if rev is not None:
+            clean_clones()
 
 
 def _store(store_dir: str) -> Store:

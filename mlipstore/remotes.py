@@ -34,8 +34,7 @@ def add_remote(root: str | Path, url: str | Path, name: str = DEFAULT_REMOTE_NAM
     from dvc.repo import Repo
 
     url = str(url) if is_url(str(url)) else str(Path(url).resolve())
-    repo = Repo(str(root))
-    try:
+    with Repo(str(root)) as repo:
         with repo.config.edit("repo") as conf:
             conf["remote"][name] = {"url": url, **(options or {})}
             if default:
@@ -43,8 +42,6 @@ def add_remote(root: str | Path, url: str | Path, name: str = DEFAULT_REMOTE_NAM
         if local_options:
             with repo.config.edit("local") as conf:
                 conf["remote"][name] = dict(local_options)
-    finally:
-        repo.close()
     return url
 
 
@@ -53,25 +50,19 @@ def remote_objects(root: str | Path, name: str | None = None) -> dict[str, int]:
     path relative to the remote's root -> size in bytes."""
     from dvc.repo import Repo
 
-    repo = Repo(str(root))
-    try:
+    with Repo(str(root)) as repo:
         remote = repo.cloud.get_remote(name)
         if not remote.fs.exists(remote.path):
             return {}
         paths = list(remote.fs.find(remote.path))
         return {posixpath.relpath(path, remote.path): int(info["size"])
                 for path, info in zip(paths, remote.fs.info(paths), strict=True)}
-    finally:
-        repo.close()
 
 
 def remote_url(root: str | Path, name: str | None = None) -> str | None:
     """The URL of the project's remote ``name`` (default: the default remote), or None."""
     from dvc.repo import Repo
 
-    repo = Repo(str(root))
-    try:
+    with Repo(str(root)) as repo:
         name = name or repo.config["core"].get("remote")
         return repo.config["remote"][name]["url"] if name else None
-    finally:
-        repo.close()

@@ -212,6 +212,15 @@ class Store:
         elif not self.root.is_dir():
             raise StoreError(f"no store at {self.root} (create one with 'mlipstore ingest')")
 
+    def close(self) -> None:
+        """Release what reading holds (nothing for a local store; see RevisionStore)."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     @property
     def staging(self) -> Path:
         return self.root / "_staging"

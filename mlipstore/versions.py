@@ -43,12 +43,6 @@ class RevisionStore(Store):
         if close is not None:
             close()
 
-    def __enter__(self) -> RevisionStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     @property
     def label(self) -> str:
         return f"{self._version}:{self.root}"
@@ -171,11 +165,5 @@ def diff_revisions(repo: str | Path, rev_a: str, rev_b: str | None = None,
                    path: str | Path = DEFAULT_STORE) -> StoreDiff:
     """``diff_stores`` between the store at ``rev_a`` and at ``rev_b`` (default: the
     working tree of a local project)."""
-    old = open_store(repo, rev_a, path)
-    new = open_store(repo, rev_b, path)
-    try:
+    with open_store(repo, rev_a, path) as old, open_store(repo, rev_b, path) as new:
         return diff_stores(old, new)
-    finally:
-        for store in (old, new):
-            if isinstance(store, RevisionStore):
-                store.close()
