@@ -112,11 +112,6 @@ class Configuration:
     def n_atoms(self) -> int:
         return len(self.numbers)
 
-    @property
-    def force_consistent_energy(self) -> float:
-        """The energy whose derivative the forces are: the free energy where reported."""
-        return self.energy if self.free_energy is None else self.free_energy
-
     def _validate(self) -> None:
         n = len(self.numbers)
         if n == 0:
