@@ -77,7 +77,11 @@ def main(verbose: bool) -> None:
               help="Allow reading pacemaker pickles (unpickling runs code from the file).")
 @click.option("--strict", is_flag=True, help="Commit nothing if anything is rejected.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet) -> None:
+@click.option("-j", "--jobs", type=click.IntRange(min=1),
+              help="Processes that parse in parallel; default: all cores for 64 MiB of "
+              "input or more, else 1.")
+def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet,
+               jobs) -> None:
     """Add the DFT configurations in PATHS (files or directories) to the store."""
     try:
         km = KeyMap.parse(key_map)
@@ -86,7 +90,7 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
     try:
         report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km,
                         tags=tags, trust_pickle=trust_pickle, strict=strict,
-                        progress=not quiet)
+                        progress=not quiet, workers=jobs)
     except OSError as err:
         raise click.ClickException(f"cannot write to the store {store_dir}: {err}; nothing "
                                    "was committed and nothing stored was changed") from err

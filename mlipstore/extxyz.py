@@ -192,18 +192,26 @@ def _ase_frame(count: bytes, comment: bytes, lines: list[bytes]) -> Labels:
     return Labels.from_atoms(ase.io.read(io.StringIO(text), format="extxyz"))
 
 
-def iread_labels(path: Path) -> Iterator[Labels]:
-    """Every frame of an extxyz file (``check_xyz_frames`` has vetted its structure).
+def iread_labels(path: Path, offset: int = 0, count: int | None = None
+                 ) -> Iterator[Labels]:
+    """Every frame of an extxyz file (``check_xyz_frames`` has vetted its structure), or
+    ``count`` frames from byte ``offset`` of a plain file.
 
     Like ASE, reading stops at the first blank line where a frame would start."""
     with open_with_compression(str(path), "rb") as fh:
-        for count in fh:
-            if not count.strip():
+        if offset:
+            fh.seek(offset)
+        for atoms_line in fh:
+            if not atoms_line.strip():
                 return
             comment = fh.readline()
-            lines = list(itertools.islice(fh, max(int(count), 0)))
+            lines = list(itertools.islice(fh, max(int(atoms_line), 0)))
             try:
                 yield parse_frame(comment, lines)
             except (_NotFast, UnicodeDecodeError, ValueError, OverflowError, KeyError,
                     IndexError, TypeError, json.JSONDecodeError):
-                yield _ase_frame(count, comment, lines)
+                yield _ase_frame(atoms_line, comment, lines)
+            if count is not None:
+                count -= 1
+                if count == 0:
+                    return

@@ -7,18 +7,32 @@ are committed in one atomic step (nothing at all with ``strict``).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import sys
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 from tqdm import tqdm
 
 from .configuration import Configuration, KeyMap
-from .readers import DFT_FORMATS, FileError, detect_format, iread, sha256_file
+from .readers import (
+    DFT_FORMATS,
+    Chunk,
+    FileError,
+    detect_format,
+    iread_chunk,
+    plan,
+    sha256_file,
+)
+from .schema import schema
 from .shards import ROW_GROUP_ROWS, Source, configs_to_batch
-from .store import Store
+from .store import Store, Transaction
 
 
 @dataclass
@@ -115,14 +129,73 @@ def discover(paths: Iterable[str | Path], format: str | None, report: IngestRepo
 KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
 TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 
+FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task by a worker
+PARALLEL_MIN_BYTES = 64 << 20  # below this, starting worker processes costs more than it saves
 
-def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
-            trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
-            progress: bool) -> Iterator[tuple[Configuration, Source]]:
-    # no tqdm object at all without progress: even a disabled one takes tqdm's
-    # process-shared lock, which a killed process can leave held for its siblings
-    bar = tqdm(files, desc="ingest", unit="file", leave=False) if progress else None
-    for path, fmt in bar if bar is not None else files:
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One chunk of one input file, with everything a worker process needs to parse it."""
+
+    file_no: int
+    path: Path
+    shown: str  # the path as stored and reported
+    digest: str
+    fmt: str
+    chunk: Chunk
+    key_map: KeyMap
+    tags: tuple[str, ...]
+    trust_pickle: bool
+    ingested_at: datetime
+    last: bool  # the file's last chunk
+
+
+@dataclass
+class Parsed:
+    """Rows parsed from (part of) a task, and what was rejected on the way."""
+
+    batch: pa.RecordBatch | None
+    rejected: list[Rejection]
+    ends_file: bool = False  # nothing after this in the file may be stored
+
+
+def read_task(task: ReadTask) -> Iterator[Parsed]:
+    """Parse a task's frames into Arrow batches of at most ROW_GROUP_ROWS rows."""
+    configs: list[Configuration] = []
+    sources: list[Source] = []
+    rejected: list[Rejection] = []
+    ends_file = False
+    try:
+        for frame in iread_chunk(task.path, task.fmt, task.chunk, task.key_map,
+                                 task.trust_pickle):
+            if frame.error is not None:
+                rejected.append(Rejection(task.shown, frame.index, frame.error))
+                ends_file = frame.ends_file
+                continue
+            configs.append(frame.config)
+            sources.append(Source(task.shown, task.digest, frame.index, task.fmt, task.tags))
+            if len(configs) >= ROW_GROUP_ROWS:
+                yield Parsed(configs_to_batch(configs, sources, task.ingested_at), rejected)
+                configs, sources, rejected = [], [], []
+    except FileError as err:
+        rejected.append(Rejection(task.shown, None, str(err)))
+        ends_file = True
+    except OSError as err:
+        rejected.append(Rejection(task.shown, None, f"cannot read: {err}"))
+        ends_file = True
+    batch = configs_to_batch(configs, sources, task.ingested_at) if configs else None
+    yield Parsed(batch, rejected, ends_file)
+
+
+def _read_task_whole(task: ReadTask) -> list[Parsed]:
+    return list(read_task(task))
+
+
+def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
+           trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
+           frames_per_task: int | None, ingested_at: datetime) -> Iterator[ReadTask]:
+    """The read tasks of each file, after the whole-file checks (failures go to report)."""
+    for file_no, (path, fmt) in enumerate(files):
         shown = _display_path(path)
         try:
             digest = sha256_file(path)
@@ -131,21 +204,85 @@ def _frames(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tag
                 continue
             report.files += 1
             fmt = fmt or detect_format(path)
-            file_key_map = key_map(path) if callable(key_map) else key_map
-            file_tags = tuple(tags(path) if callable(tags) else tags)
-            for frame in iread(path, fmt, file_key_map, trust_pickle):
-                if frame.error is not None:
-                    report.rejected.append(Rejection(shown, frame.index, frame.error))
-                    continue
-                yield frame.config, Source(shown, digest, frame.index, fmt, file_tags)
+            chunks = plan(path, fmt, frames_per_task)
         except FileError as err:
             report.rejected.append(Rejection(shown, None, str(err)))
+            continue
         except OSError as err:
             report.files += 1
             report.rejected.append(Rejection(shown, None, f"cannot read: {err}"))
-        if bar is not None:
-            bar.set_postfix(new=report.new, dup=report.duplicate,
-                            rejected=len(report.rejected))
+            continue
+        file_key_map = key_map(path) if callable(key_map) else key_map
+        file_tags = tuple(tags(path) if callable(tags) else tags)
+        for k, chunk in enumerate(chunks):
+            yield ReadTask(file_no, path, shown, digest, fmt, chunk, file_key_map, file_tags,
+                           trust_pickle, ingested_at, last=k == len(chunks) - 1)
+
+
+def _run(tasks: Iterable[ReadTask], workers: int
+         ) -> Iterator[tuple[ReadTask, Iterable[Parsed]]]:
+    """Each task with its parsed parts, in task order: parsed here (streaming) or by
+    ``workers`` processes, at most two tasks per worker in flight (bounded memory)."""
+    if workers <= 1:
+        for task in tasks:
+            yield task, read_task(task)
+        return
+    # fork on Linux: no re-import of the caller's __main__ (scripts need no main guard);
+    # Arrow re-creates its thread pools in a forked child
+    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pending: deque = deque()
+        try:
+            for task in tasks:
+                pending.append((task, pool.submit(_read_task_whole, task)))
+                if len(pending) >= 2 * workers:
+                    task, future = pending.popleft()
+                    yield task, future.result()
+            while pending:
+                task, future = pending.popleft()
+                yield task, future.result()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def default_workers(files: Sequence[tuple[Path, str | None]]) -> int:
+    """All available cores when the input is large enough to pay for worker processes."""
+    size = sum(path.stat().st_size for path, _ in files if path.is_file())
+    return len(os.sched_getaffinity(0)) if size >= PARALLEL_MIN_BYTES else 1
+
+
+class _Appender:
+    """Drops duplicates (of the store or earlier in the call) and writes the rest to the
+    transaction in row groups of ROW_GROUP_ROWS rows."""
+
+    def __init__(self, txn: Transaction, known: set[str], report: IngestReport) -> None:
+        self.txn, self.known, self.report = txn, known, report
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        keep = []
+        for row, config_id in enumerate(batch.column("id").to_pylist()):
+            if config_id not in self.known:
+                self.known.add(config_id)
+                keep.append(row)
+        self.report.new += len(keep)
+        self.report.duplicate += batch.num_rows - len(keep)
+        if keep:
+            self.pending.append(batch if len(keep) == batch.num_rows else batch.take(keep))
+            self.rows += len(keep)
+        if self.rows >= ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self, final: bool = False) -> None:
+        """Write whole row groups (everything if ``final``); keep the rest pending."""
+        table = pa.Table.from_batches(self.pending, schema=schema())
+        rows = table.num_rows if final else table.num_rows - table.num_rows % ROW_GROUP_ROWS
+        if rows:
+            self.txn.write(table.slice(0, rows))
+        rest = table.slice(rows)
+        self.pending, self.rows = rest.to_batches(), rest.num_rows
 
 
 def ingest(
@@ -159,36 +296,47 @@ def ingest(
     strict: bool = False,
     skip_sources: Collection[str] = (),
     progress: bool = False,
+    workers: int | None = None,
 ) -> IngestReport:
     """Read DFT outputs into ``store``; returns the report (check ``report.ok``).
 
     ``key_map`` and ``tags`` are fixed or functions of the file. Files whose sha256 is in
     ``skip_sources`` are not read at all. Configurations already in the store, or seen
-    earlier in this call, count as duplicates and are not written again.
+    earlier in this call, count as duplicates and are not written again. ``workers``
+    processes parse in parallel (default: all cores for inputs of 64 MiB or more); the
+    result is the same in any case.
     """
     report = IngestReport()
     now = datetime.now(UTC)
     with store.writing():
         files = discover(paths, format, report)
+        workers = default_workers(files) if workers is None else workers
+        # no tqdm object at all without progress: even a disabled one takes tqdm's
+        # process-shared lock, which a killed process can leave held for its siblings
+        bar = tqdm(total=len(files), desc="ingest", unit="file", leave=False) \
+            if progress else None
         known = store.ids()
         with store.transaction() as txn:
-            configs: list[Configuration] = []
-            sources: list[Source] = []
-            frames = _frames(files, key_map, tags, trust_pickle, skip_sources, report,
-                             progress)
-            for config, source in frames:
-                if config.id in known:
-                    report.duplicate += 1
-                    continue
-                known.add(config.id)
-                report.new += 1
-                configs.append(config)
-                sources.append(source)
-                if len(configs) >= ROW_GROUP_ROWS:
-                    txn.write(configs_to_batch(configs, sources, now))
-                    configs, sources = [], []
-            if configs:
-                txn.write(configs_to_batch(configs, sources, now))
+            appender = _Appender(txn, known, report)
+            tasks = _tasks(files, key_map, tags, trust_pickle, skip_sources, report,
+                           FRAMES_PER_TASK if workers > 1 else None, now)
+            ended: set[int] = set()  # files whose parse error ended them
+            for task, parts in _run(tasks, workers):
+                for part in parts:
+                    if task.file_no in ended:
+                        continue
+                    report.rejected += part.rejected
+                    if part.batch is not None:
+                        appender.add(part.batch)
+                    if part.ends_file:
+                        ended.add(task.file_no)
+                if bar is not None and task.last:
+                    bar.update(1)
+                    bar.set_postfix(new=report.new, dup=report.duplicate,
+                                    rejected=len(report.rejected))
+            appender.flush(final=True)
+            if bar is not None:
+                bar.close()
             if strict and report.rejected:
                 txn.abort()
                 return report

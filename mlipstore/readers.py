@@ -68,6 +68,7 @@ class Frame:
     index: int
     config: Configuration | None = None
     error: str | None = None
+    ends_file: bool = False  # a parse error: no frame after this one is read
 
 
 def detect_format(path: Path) -> str:
@@ -112,28 +113,34 @@ def check_finished(path: Path, fmt: str) -> None:
         )
 
 
-def check_xyz_frames(path: Path, fmt: str) -> bool:
+def check_xyz_frames(path: Path, fmt: str, every: int | None = None
+                     ) -> tuple[bool, list[int]]:
     """Vet the frame structure of an (ext)xyz file the way ASE's extxyz reader does
-    before it reads anything; returns whether only ASE can read the file (cell vectors
-    as VEC pseudo-atoms, or lone carriage returns, which ASE takes for line breaks).
+    before it reads anything. Returns whether only ASE can read the file (cell vectors
+    as VEC pseudo-atoms, or lone carriage returns, which ASE takes for line breaks) and,
+    with ``every``, the byte offsets of frames 0, every, 2 * every, ... of a plain file.
 
     Raises FileError if a frame declares more atoms than lines follow (ASE would skip
     10^11 lines for a header that claims so), and for extxyz if the text is not UTF-8 or
     a frame does not start with its atom count: ASE rejects such a file whole.
     """
     if fmt not in ("extxyz", "xyz"):
-        return False
+        return False, []
     lone_cr = _scan_bytes(path, check_utf8=fmt == "extxyz")
+    if lone_cr or get_compression(str(path))[1] is not None:
+        every = None  # byte offsets only where a reader can seek to them
     vec = "VEC" if lone_cr else b"VEC"
-    has_vec = False
+    has_vec, starts = False, []
     with open_with_compression(str(path), "r" if lone_cr else "rb") as fh:
-        frame, line = 0, fh.readline()
+        frame, start, line = 0, 0, fh.readline()
         while line.strip():
+            if every and frame % every == 0:
+                starts.append(start)
             try:
                 declared = int(line)
             except ValueError:
                 if fmt == "xyz":
-                    return lone_cr  # ASE's xyz reader reports it when it gets there
+                    return lone_cr, []  # ASE's xyz reader reports it when it gets there
                 raise FileError(f"frame {frame} does not start with its number of atoms "
                                 f"(found {line[:40]!r})") from None
             # the comment line and the atom lines must follow
@@ -141,11 +148,12 @@ def check_xyz_frames(path: Path, fmt: str) -> bool:
             if sum(1 for _ in itertools.islice(fh, need)) < need:
                 raise FileError(f"frame {frame} declares {declared} atoms but the file "
                                 "ends before them (truncated file or wrong atom count)")
+            start = fh.tell() if every else 0
             line = fh.readline()
             while line.lstrip().startswith(vec):
                 has_vec, line = True, fh.readline()
             frame += 1
-    return has_vec or lone_cr
+    return has_vec or lone_cr, starts
 
 
 def _scan_bytes(path: Path, check_utf8: bool) -> bool:
@@ -217,6 +225,61 @@ READERS: dict[str, Callable[[Path, str, bool], Iterator[Labels]]] = {
 }
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """Frames of one file read as a unit: all of them, or (plain extxyz on the fast path)
+    ``count`` frames from frame ``first``, which starts at byte ``offset``."""
+
+    first: int = 0
+    count: int | None = None
+    offset: int = 0
+    only_ase: bool = False
+
+
+def plan(path: Path, fmt: str, frames_per_chunk: int | None = None) -> list[Chunk]:
+    """Check the whole file (FileError if it cannot be read) and split it into chunks
+    of ``frames_per_chunk`` frames where it can be (plain extxyz), else one chunk."""
+    try:
+        check_finished(path, fmt)
+        only_ase, starts = check_xyz_frames(path, fmt, frames_per_chunk)
+    except READ_ERRORS as err:
+        raise FileError(f"cannot read: {type(err).__name__}: {err}") from err
+    if only_ase or fmt != "extxyz" or len(starts) < 2:
+        return [Chunk(only_ase=only_ase)]
+    return [Chunk(k * frames_per_chunk, frames_per_chunk, offset)
+            for k, offset in enumerate(starts)]
+
+
+def iread_chunk(path: Path, fmt: str, chunk: Chunk, key_map: KeyMap = KeyMap(),
+                trust_pickle: bool = False) -> Iterator[Frame]:
+    """The frames of one chunk of ``path`` (see ``iread``)."""
+    if chunk.count is not None:
+        frames = iread_labels(path, chunk.offset, chunk.count)
+    else:
+        reader = _iread_ase if chunk.only_ase else READERS.get(fmt, _iread_ase)
+        frames = reader(path, fmt, trust_pickle)
+    index = chunk.first
+    while True:
+        try:
+            labels = next(frames)
+        except StopIteration:
+            break
+        except FileError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any parser failure is reported, not raised
+            reason = f"cannot parse as {fmt}: {type(err).__name__}: {err}".strip()
+            if index == 0:
+                raise FileError(reason) from err
+            yield Frame(index, error=reason + " (this frame and any after it are skipped)",
+                        ends_file=True)
+            return
+        try:
+            yield Frame(index, config=Configuration.from_labels(labels, key_map))
+        except FrameError as err:
+            yield Frame(index, error=str(err))
+        index += 1
+
+
 def iread(
     path: Path,
     format: str | None = None,
@@ -229,29 +292,5 @@ def iread(
     A parse error mid-file ends the file with one Frame carrying the error.
     """
     fmt = format or detect_format(path)
-    try:
-        check_finished(path, fmt)
-        only_ase = check_xyz_frames(path, fmt)
-    except READ_ERRORS as err:
-        raise FileError(f"cannot read: {type(err).__name__}: {err}") from err
-    reader = _iread_ase if only_ase else READERS.get(fmt, _iread_ase)
-    frames = reader(path, fmt, trust_pickle)
-    index = 0
-    while True:
-        try:
-            labels = next(frames)
-        except StopIteration:
-            break
-        except FileError:
-            raise
-        except Exception as err:  # noqa: BLE001 - any parser failure is reported, not raised
-            reason = f"cannot parse as {fmt}: {type(err).__name__}: {err}".strip()
-            if index == 0:
-                raise FileError(reason) from err
-            yield Frame(index, error=reason + " (this frame and any after it are skipped)")
-            return
-        try:
-            yield Frame(index, config=Configuration.from_labels(labels, key_map))
-        except FrameError as err:
-            yield Frame(index, error=str(err))
-        index += 1
+    for chunk in plan(path, fmt):
+        yield from iread_chunk(path, fmt, chunk, key_map, trust_pickle)

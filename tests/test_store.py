@@ -169,12 +169,12 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
 
     # killed before COMMITTING: staged shards are discarded
     with store.writing(), store.transaction() as txn:
-        from mlipstore.ingest import _frames, IngestReport  # noqa: I001
-        from mlipstore.shards import configs_to_batch
+        from mlipstore.ingest import IngestReport, _tasks, read_task  # noqa: I001
         from datetime import UTC, datetime
-        rows = list(_frames([(other, None)], KeyMap(), (), False, (), IngestReport(), False))
-        txn.write(configs_to_batch([r[0] for r in rows], [r[1] for r in rows],
-                                   datetime.now(UTC)))
+        for task in _tasks([(other, None)], KeyMap(), (), False, (), IngestReport(), None,
+                           datetime.now(UTC)):
+            for part in read_task(task):
+                txn.write(part.batch)
         txn._close_writer()
         staged = txn.dir
         shutil.copytree(staged, tmp_path / "abandoned")

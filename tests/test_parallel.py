@@ -1,0 +1,79 @@
+"""Parallel ingest: worker processes store exactly what one process stores."""
+
+from __future__ import annotations
+
+import gzip
+import importlib
+
+import ase.io
+import numpy as np
+import pyarrow.parquet as pq
+
+from conftest import cli, emt_frames
+from mlipstore import Store
+from mlipstore.ingest import ingest
+from mlipstore.readers import plan
+
+# the module (``mlipstore.ingest`` is also the name of the function)
+ingest_module = importlib.import_module("mlipstore.ingest")
+
+
+def _inputs(tmp_path):
+    """extxyz with a rejected frame and repeats; one whose frame 30 cannot be parsed (the
+    rest of that file is skipped); a gzipped extxyz (one chunk); an ASE trajectory."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    frames = emt_frames(40, seed=3)
+    frames[9].calc.results["forces"][0, 0] = np.nan
+    ase.io.write(raw / "a.extxyz", frames + frames[:5], format="extxyz")
+    ase.io.write(raw / "b.extxyz", emt_frames(40, seed=4), format="extxyz")
+    lines = (raw / "b.extxyz").read_text().splitlines(keepends=True)
+    per_frame = len(lines) // 40
+    atom_line = lines[30 * per_frame + 2].split()
+    atom_line[1] = "1.0.0"
+    lines[30 * per_frame + 2] = " ".join(atom_line) + "\n"
+    (raw / "b.extxyz").write_text("".join(lines))
+    with gzip.open(raw / "c.extxyz.gz", "wt") as fh:
+        ase.io.write(fh, emt_frames(12, seed=5), format="extxyz")
+    ase.io.write(raw / "d.traj", emt_frames(6, seed=6) + frames[:2])
+    return raw
+
+
+def _stored(store_dir):
+    store = Store(store_dir)
+    row_groups = [[md.row_group(i).num_rows for i in range(md.num_row_groups)]
+                  for md in (pq.ParquetFile(p).metadata for p in store.shard_paths())]
+    return store.scan().drop_columns(["ingested_at"]), row_groups
+
+
+def test_parallel_ingest_stores_what_serial_ingest_stores(tmp_path, monkeypatch):
+    raw = _inputs(tmp_path)
+    monkeypatch.setattr(ingest_module, "FRAMES_PER_TASK", 7)
+    assert len(plan(raw / "a.extxyz", "extxyz", 7)) == 7  # 45 frames
+    assert len(plan(raw / "c.extxyz.gz", "extxyz", 7)) == 1
+
+    submitted = []
+
+    class CountingPool(ingest_module.ProcessPoolExecutor):
+        def submit(self, fn, *args):
+            submitted.append(args[0].path.name)
+            return super().submit(fn, *args)
+
+    monkeypatch.setattr(ingest_module, "ProcessPoolExecutor", CountingPool)
+    serial = ingest([raw], Store(tmp_path / "serial", create=True), workers=1)
+    assert not submitted
+    result = cli("ingest", raw, "--store", tmp_path / "parallel", "-j", "2", "--quiet",
+                 expect=1)
+    assert submitted.count("a.extxyz") == 7 and len(submitted) == 7 + 6 + 1 + 1
+
+    # 39 + 30 + 12 + 8 new (the traj's copies of a's frames are not rounded to extxyz's
+    # digits, so they differ); the NaN frame and the cut frame rejected; 5 repeats
+    assert (serial.new, serial.duplicate, len(serial.rejected)) == (89, 5, 2)
+    assert serial.summary() in result.stdout
+    assert "\n".join(f"rejected: {line}" for line in serial.rejection_lines()) \
+        in result.stderr
+    assert "b.extxyz: frame 30: cannot parse" in result.stderr
+    table, row_groups = _stored(tmp_path / "serial")
+    parallel_table, parallel_row_groups = _stored(tmp_path / "parallel")
+    assert table.equals(parallel_table)  # same rows, same order
+    assert row_groups == parallel_row_groups
