@@ -42,25 +42,52 @@ class Run:
         return json.loads(self.output.strip().splitlines()[-1])
 
 
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB (pages shared after a
+    fork count once per process, so this overstates worker processes a little)."""
+    total_kb, todo = 0, [pid]
+    while todo:
+        proc = Path(f"/proc/{todo.pop()}")
+        try:
+            status = (proc / "status").read_text()
+            total_kb += int(status.split("VmRSS:")[1].split()[0]) if "VmRSS:" in status else 0
+            for task in (proc / "task").iterdir():
+                todo += map(int, (task / "children").read_text().split())
+        except (OSError, ValueError):
+            continue  # it ended meanwhile
+    return total_kb / 1024
+
+
 def run(args: list[str], cwd: Path | None = None) -> Run:
-    """Run a command to completion: its wall time and the peak RSS of that process."""
+    """Run a command to completion: its wall time and the peak RSS of that process and
+    its worker processes (os.wait4 gives the largest single one; a sampler every 20 ms
+    adds them up)."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(HERE)})
-    # wait4 gives this child's own rusage; the pipes are drained by threads meanwhile
+    # the pipes are drained by threads meanwhile
     chunks: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda n, s: chunks.__setitem__(n, s.read()),
                                 args=(n, s)) for n, s in (("out", proc.stdout),
                                                           ("err", proc.stderr))]
-    for t in readers:
+    tree_peak = [0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            tree_peak[0] = max(tree_peak[0], tree_rss_mb(proc.pid))
+
+    threads = [*readers, threading.Thread(target=sample)]
+    for t in threads:
         t.start()
     _, status, usage = os.wait4(proc.pid, 0)
-    for t in readers:
+    done.set()
+    for t in threads:
         t.join()
     seconds = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"failed: {' '.join(args)}\n{chunks['err'].decode()[-3000:]}")
-    return Run(seconds, usage.ru_maxrss / 1024, chunks["out"].decode())
+    return Run(seconds, max(usage.ru_maxrss / 1024, tree_peak[0]), chunks["out"].decode())
 
 
 def generate(directory: Path, n: int, seed: int) -> list[Path]:

@@ -130,7 +130,7 @@ KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
 TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 
 FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task by a worker
-PARALLEL_MIN_BYTES = 64 << 20  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_BYTES = 16 << 20  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ def ingest(
     ``key_map`` and ``tags`` are fixed or functions of the file. Files whose sha256 is in
     ``skip_sources`` are not read at all. Configurations already in the store, or seen
     earlier in this call, count as duplicates and are not written again. ``workers``
-    processes parse in parallel (default: all cores for inputs of 64 MiB or more); the
+    processes parse in parallel (default: all cores for inputs of 16 MiB or more); the
     result is the same in any case.
     """
     report = IngestReport()

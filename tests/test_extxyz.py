@@ -166,7 +166,8 @@ def test_generated_inputs_reached_the_fast_path(record_property):
     # guards the test above against generating only what the fast path hands to ASE
     assert SEEN["files"] >= 1000 and SEEN["frames"] >= 500
     fast = SEEN["fast"]
-    assert fast >= SEEN["frames"] / 4
+    # about 27% take the fast path; a quarter failed about one run in twenty
+    assert fast >= SEEN["frames"] / 6
     record_property("figure", f"extxyz fast reader vs ASE: {SEEN['files']} files, "
                     f"{SEEN['frames']} frames ({fast} by the fast path) compared label by "
                     "label, all identical")
