@@ -129,7 +129,7 @@ def discover(paths: Iterable[str | Path], format: str | None, report: IngestRepo
 KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
 TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 
-FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task by a worker
+FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting worker processes costs more than it saves
 
 
@@ -147,7 +147,7 @@ class ReadTask:
     tags: tuple[str, ...]
     trust_pickle: bool
     ingested_at: datetime
-    last: bool  # the file's last chunk
+    nbytes: int  # bytes of the file this chunk spans (for progress)
 
 
 @dataclass
@@ -193,7 +193,7 @@ def _read_task_whole(task: ReadTask) -> list[Parsed]:
 
 def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
            trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
-           frames_per_task: int | None, ingested_at: datetime) -> Iterator[ReadTask]:
+           ingested_at: datetime) -> Iterator[ReadTask]:
     """The read tasks of each file, after the whole-file checks (failures go to report)."""
     for file_no, (path, fmt) in enumerate(files):
         shown = _display_path(path)
@@ -204,7 +204,7 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
                 continue
             report.files += 1
             fmt = fmt or detect_format(path)
-            chunks = plan(path, fmt, frames_per_task)
+            chunks = plan(path, fmt, FRAMES_PER_TASK)
         except FileError as err:
             report.rejected.append(Rejection(shown, None, str(err)))
             continue
@@ -214,9 +214,10 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
             continue
         file_key_map = key_map(path) if callable(key_map) else key_map
         file_tags = tuple(tags(path) if callable(tags) else tags)
-        for k, chunk in enumerate(chunks):
+        ends = [chunk.offset for chunk in chunks[1:]] + [path.stat().st_size]
+        for chunk, end in zip(chunks, ends, strict=True):
             yield ReadTask(file_no, path, shown, digest, fmt, chunk, file_key_map, file_tags,
-                           trust_pickle, ingested_at, last=k == len(chunks) - 1)
+                           trust_pickle, ingested_at, end - chunk.offset)
 
 
 def _run(tasks: Iterable[ReadTask], workers: int
@@ -313,13 +314,12 @@ def ingest(
         workers = default_workers(files) if workers is None else workers
         # no tqdm object at all without progress: even a disabled one takes tqdm's
         # process-shared lock, which a killed process can leave held for its siblings
-        bar = tqdm(total=len(files), desc="ingest", unit="file", leave=False) \
-            if progress else None
+        bar = tqdm(total=sum(p.stat().st_size for p, _ in files), desc="ingest", unit="B",
+                   unit_scale=True, leave=False) if progress else None
         known = store.ids()
         with store.transaction() as txn:
             appender = _Appender(txn, known, report)
-            tasks = _tasks(files, key_map, tags, trust_pickle, skip_sources, report,
-                           FRAMES_PER_TASK if workers > 1 else None, now)
+            tasks = _tasks(files, key_map, tags, trust_pickle, skip_sources, report, now)
             ended: set[int] = set()  # files whose parse error ended them
             for task, parts in _run(tasks, workers):
                 for part in parts:
@@ -330,10 +330,10 @@ def ingest(
                         appender.add(part.batch)
                     if part.ends_file:
                         ended.add(task.file_no)
-                if bar is not None and task.last:
-                    bar.update(1)
-                    bar.set_postfix(new=report.new, dup=report.duplicate,
-                                    rejected=len(report.rejected))
+                if bar is not None:
+                    bar.update(task.nbytes)
+                    bar.set_postfix_str(f"new={report.new:,} dup={report.duplicate:,} "
+                                        f"rejected={len(report.rejected):,}")
             appender.flush(final=True)
             if bar is not None:
                 bar.close()

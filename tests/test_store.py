@@ -171,7 +171,7 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
     with store.writing(), store.transaction() as txn:
         from mlipstore.ingest import IngestReport, _tasks, read_task  # noqa: I001
         from datetime import UTC, datetime
-        for task in _tasks([(other, None)], KeyMap(), (), False, (), IngestReport(), None,
+        for task in _tasks([(other, None)], KeyMap(), (), False, (), IngestReport(),
                            datetime.now(UTC)):
             for part in read_task(task):
                 txn.write(part.batch)
