@@ -188,6 +188,7 @@ def read_task(task: ReadTask) -> Iterator[Parsed]:
 
 
 def _read_task_whole(task: ReadTask) -> list[Parsed]:
+    """All parts of a task at once: what a worker process sends back."""
     return list(read_task(task))
 
 
@@ -199,22 +200,26 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
         shown = _display_path(path)
         try:
             digest = sha256_file(path)
-            if digest in skip_sources:
-                report.already_ingested += 1
-                continue
-            report.files += 1
-            fmt = fmt or detect_format(path)
-            chunks = plan(path, fmt, FRAMES_PER_TASK)
-        except FileError as err:
-            report.rejected.append(Rejection(shown, None, str(err)))
-            continue
         except OSError as err:
             report.files += 1
             report.rejected.append(Rejection(shown, None, f"cannot read: {err}"))
             continue
+        if digest in skip_sources:
+            report.already_ingested += 1
+            continue
+        report.files += 1
+        try:
+            fmt = fmt or detect_format(path)
+            chunks = plan(path, fmt, FRAMES_PER_TASK)
+            ends = [chunk.offset for chunk in chunks[1:]] + [path.stat().st_size]
+        except FileError as err:
+            report.rejected.append(Rejection(shown, None, str(err)))
+            continue
+        except OSError as err:
+            report.rejected.append(Rejection(shown, None, f"cannot read: {err}"))
+            continue
         file_key_map = key_map(path) if callable(key_map) else key_map
         file_tags = tuple(tags(path) if callable(tags) else tags)
-        ends = [chunk.offset for chunk in chunks[1:]] + [path.stat().st_size]
         for chunk, end in zip(chunks, ends, strict=True):
             yield ReadTask(file_no, path, shown, digest, fmt, chunk, file_key_map, file_tags,
                            trust_pickle, ingested_at, end - chunk.offset)
@@ -322,16 +327,17 @@ def ingest(
             tasks = _tasks(files, key_map, tags, trust_pickle, skip_sources, report, now)
             ended: set[int] = set()  # files whose parse error ended them
             for task, parts in _run(tasks, workers):
+                if bar is not None:
+                    bar.update(task.nbytes)
+                if task.file_no in ended:
+                    continue  # (parsed lazily here: not at all)
                 for part in parts:
-                    if task.file_no in ended:
-                        continue
                     report.rejected += part.rejected
                     if part.batch is not None:
                         appender.add(part.batch)
                     if part.ends_file:
                         ended.add(task.file_no)
                 if bar is not None:
-                    bar.update(task.nbytes)
                     bar.set_postfix_str(f"new={report.new:,} dup={report.duplicate:,} "
                                         f"rejected={len(report.rejected):,}")
             appender.flush(final=True)
