@@ -91,6 +91,8 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
         report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km,
                         tags=tags, trust_pickle=trust_pickle, strict=strict,
                         progress=not quiet, workers=jobs)
+    except StoreError as err:
+        raise click.ClickException(str(err)) from err
     except OSError as err:
         raise click.ClickException(f"cannot write to the store {store_dir}: {err}; nothing "
                                    "was committed and nothing stored was changed") from err

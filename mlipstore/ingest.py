@@ -12,7 +12,8 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from .readers import (
 )
 from .schema import schema
 from .shards import ROW_GROUP_ROWS, Source, configs_to_batch
-from .store import Store, Transaction
+from .store import Store, StoreError, Transaction
 
 
 @dataclass
@@ -242,14 +243,21 @@ def _run(tasks: Iterable[ReadTask], workers: int
             for task in tasks:
                 pending.append((task, pool.submit(_read_task_whole, task)))
                 if len(pending) >= 2 * workers:
-                    task, future = pending.popleft()
-                    yield task, future.result()
+                    yield _result(*pending.popleft())
             while pending:
-                task, future = pending.popleft()
-                yield task, future.result()
+                yield _result(*pending.popleft())
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+def _result(task: ReadTask, future: Future) -> tuple[ReadTask, list[Parsed]]:
+    try:
+        return task, future.result()
+    except BrokenProcessPool as err:
+        raise StoreError(f"a worker process died (killed, or out of memory?) while parsing "
+                         f"{task.shown} or a file after it; nothing was committed; with "
+                         "1 job (-j 1) ingest parses in its own process") from err
 
 
 def default_workers(files: Sequence[tuple[Path, str | None]]) -> int:

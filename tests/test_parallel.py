@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import os
 
 import ase.io
 import numpy as np
 import pyarrow.parquet as pq
 
-from conftest import cli, emt_frames
+from conftest import cli, emt_frames, tree_digest
 from mlipstore import Store
 from mlipstore.ingest import ingest
 from mlipstore.readers import plan
@@ -77,3 +78,22 @@ def test_parallel_ingest_stores_what_serial_ingest_stores(tmp_path, monkeypatch)
     parallel_table, parallel_row_groups = _stored(tmp_path / "parallel")
     assert table.equals(parallel_table)  # same rows, same order
     assert row_groups == parallel_row_groups
+
+
+def test_dead_worker_fails_the_call_cleanly(tmp_path, monkeypatch):
+    raw = _inputs(tmp_path)
+    store_dir = tmp_path / "store"
+    cli("ingest", raw / "c.extxyz.gz", "--store", store_dir, "--quiet")
+    before = tree_digest(store_dir)
+
+    def die(task):  # forked workers inherit this: the one parsing b.extxyz dies
+        if task.path.name == "b.extxyz":
+            os._exit(9)
+        return real_read_task(task)
+
+    real_read_task = ingest_module.read_task
+    monkeypatch.setattr(ingest_module, "read_task", die)
+    result = cli("ingest", raw, "--store", store_dir, "-j", "2", "--quiet", expect=1)
+    assert "a worker process died" in result.stderr
+    assert "nothing was committed" in result.stderr
+    assert tree_digest(store_dir) == before
