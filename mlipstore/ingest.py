@@ -7,8 +7,10 @@ are committed in one atomic step (nothing at all with ``strict``).
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -131,6 +133,7 @@ KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
 TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 
 FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task
+PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting worker processes costs more than it saves
 
 
@@ -234,10 +237,7 @@ def _run(tasks: Iterable[ReadTask], workers: int
         for task in tasks:
             yield task, read_task(task)
         return
-    # fork on Linux: no re-import of the caller's __main__ (scripts need no main guard);
-    # Arrow re-creates its thread pools in a forked child
-    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with worker_pool(workers) as pool:
         pending: deque = deque()
         try:
             for task in tasks:
@@ -249,6 +249,23 @@ def _run(tasks: Iterable[ReadTask], workers: int
         finally:
             for _, future in pending:
                 future.cancel()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` processes that die with this one (a killed ingest leaves none behind).
+
+    They are forked on Linux: the caller's ``__main__`` is not imported again (scripts need
+    no main guard), and Arrow re-creates its thread pools in a forked child."""
+    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
 def _result(task: ReadTask, future: Future) -> tuple[ReadTask, list[Parsed]]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import gzip
 import importlib
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -97,3 +101,35 @@ def test_dead_worker_fails_the_call_cleanly(tmp_path, monkeypatch):
     assert "a worker process died" in result.stderr
     assert "nothing was committed" in result.stderr
     assert tree_digest(store_dir) == before
+
+
+POOL_SCRIPT = """
+import sys, time
+from mlipstore.ingest import worker_pool
+pool = worker_pool(2)
+futures = [pool.submit(time.sleep, 60) for _ in range(2)]
+time.sleep(1)
+print(*pool._processes, flush=True)
+time.sleep(60)
+"""
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (one init has not reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_killed_ingest():
+    proc = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], stdout=subprocess.PIPE,
+                            text=True)
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(workers) == 2 and all(map(_running, workers))
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if _running(pid)]
