@@ -87,7 +87,7 @@ def pacemaker_frame(table: pa.Table,
     energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
     build = atoms_builder()
     rows = range(table.num_rows)
-    if progress:  # no tqdm object otherwise (see ingest._frames)
+    if progress:  # no tqdm object otherwise (see ingest.ingest)
         rows = tqdm(rows, desc="export", unit="config", leave=False)
     atoms = [build(cols.numbers[cols.atoms_slice(row)], cols.positions[cols.atoms_slice(row)],
                    cols.cells[row], cols.pbc[row]) for row in rows]

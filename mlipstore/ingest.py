@@ -1,8 +1,11 @@
 """Ingest: DFT output files -> validated, deduplicated configurations -> one transaction.
 
-Frames stream through a bounded buffer, so memory does not grow with the input size.
-Every rejected frame or file is reported with its reason; the valid ones of the call
-are committed in one atomic step (nothing at all with ``strict``).
+Files are read as tasks: a plain extxyz file in chunks of FRAMES_PER_TASK frames, any
+other file whole. Large inputs are parsed by one worker process per core, the rest in
+this process; either way the results are taken in input order, deduplicated and written
+in row groups, with at most two tasks per worker in flight, so memory does not grow with
+the input size. Every rejected frame or file is reported with its reason; the valid ones
+of the call are committed in one atomic step (nothing at all with ``strict``).
 """
 
 from __future__ import annotations
@@ -232,7 +235,8 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
 def _run(tasks: Iterable[ReadTask], workers: int
          ) -> Iterator[tuple[ReadTask, Iterable[Parsed]]]:
     """Each task with its parsed parts, in task order: parsed here (streaming) or by
-    ``workers`` processes, at most two tasks per worker in flight (bounded memory)."""
+    ``workers`` processes, at most two tasks per worker in flight (a worker sends a task's
+    parts at once: a chunk, or a whole file of a format that cannot be split)."""
     if workers <= 1:
         for task in tasks:
             yield task, read_task(task)
