@@ -164,7 +164,9 @@ def _scan_bytes(path: Path, check_utf8: bool) -> bool:
     lone_cr, offset = False, 0
     with open_with_compression(str(path), "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
-            lone_cr = lone_cr or block.count(b"\r") != block.count(b"\r\n")
+            # `in` is a fast byte search; counting only where there is a CR at all
+            if not lone_cr and b"\r" in block:
+                lone_cr = block.count(b"\r") != block.count(b"\r\n")
             # ASCII is UTF-8: decode only other blocks, or one after a cut character
             if check_utf8 and not (block.isascii() and not decoder.getstate()[0]):
                 try:
