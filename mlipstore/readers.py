@@ -145,7 +145,10 @@ def check_xyz_frames(path: Path, fmt: str, every: int | None = None
                                 f"(found {line[:40]!r})") from None
             # the comment line and the atom lines must follow
             need = max(declared, 0) + 1
-            if sum(1 for _ in itertools.islice(fh, need)) < need:
+            lines = itertools.islice(fh, need)
+            # a list is quicker to count; a huge claimed count must not fill memory
+            got = len(list(lines)) if need <= 1 << 16 else sum(1 for _ in lines)
+            if got < need:
                 raise FileError(f"frame {frame} declares {declared} atoms but the file "
                                 "ends before them (truncated file or wrong atom count)")
             start = fh.tell() if every else 0
