@@ -1,6 +1,6 @@
 """mlipstore against what users would use instead, on the same data, in one run.
 
-    .venv/bin/python bench/run.py                 # N = 10,000 configurations (~5 min)
+    .venv/bin/python bench/run.py                 # N = 10,000 and 10N (a few minutes)
     .venv/bin/python bench/run.py --n 1000000 --no-peers --no-scaling --no-full-export
 
 Every step runs in its own process; wall time and peak RSS (os.wait4) are measured from
