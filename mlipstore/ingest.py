@@ -281,10 +281,13 @@ def _result(task: ReadTask, future: Future) -> tuple[ReadTask, list[Parsed]]:
                          "1 job (-j 1) ingest parses in its own process") from err
 
 
-def default_workers(files: Sequence[tuple[Path, str | None]]) -> int:
+def default_workers(input_bytes: int) -> int:
     """All available cores when the input is large enough to pay for worker processes."""
-    size = sum(path.stat().st_size for path, _ in files if path.is_file())
-    return len(os.sched_getaffinity(0)) if size >= PARALLEL_MIN_BYTES else 1
+    if input_bytes < PARALLEL_MIN_BYTES:
+        return 1
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class _Appender:
@@ -345,11 +348,12 @@ def ingest(
     now = datetime.now(UTC)
     with store.writing():
         files = discover(paths, format, report)
-        workers = default_workers(files) if workers is None else workers
+        input_bytes = sum(path.stat().st_size for path, _ in files)
+        workers = default_workers(input_bytes) if workers is None else workers
         # no tqdm object at all without progress: even a disabled one takes tqdm's
         # process-shared lock, which a killed process can leave held for its siblings
-        bar = tqdm(total=sum(p.stat().st_size for p, _ in files), desc="ingest", unit="B",
-                   unit_scale=True, leave=False) if progress else None
+        bar = tqdm(total=input_bytes, desc="ingest", unit="B", unit_scale=True,
+                   leave=False) if progress else None
         known = store.ids()
         with store.transaction() as txn:
             appender = _Appender(txn, known, report)
