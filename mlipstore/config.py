@@ -7,7 +7,7 @@ params.yaml never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from ase.data import chemical_symbols
@@ -43,9 +43,9 @@ class AceBasisConfig(_Strict):
     functions of body order k+2 (k=0: pairs, which need lmax 0).
     """
 
-    number_of_functions_per_element: PositiveInt = 10
-    nradmax_by_orders: list[PositiveInt] = [6, 2, 1]
-    lmax_by_orders: list[int] = [0, 1, 1]
+    number_of_functions_per_element: PositiveInt = 300
+    nradmax_by_orders: list[PositiveInt] = [15, 6, 4]
+    lmax_by_orders: list[int] = [0, 3, 3]
     r_cut: PositiveFloat = 5.0  # Angstrom
     dcut: PositiveFloat = 0.01  # Angstrom, width of the cutoff smoothing
     radial_basis: Literal["SBessel", "ChebExpCos", "ChebPow"] = "SBessel"
@@ -65,11 +65,14 @@ class AceBasisConfig(_Strict):
 
 
 class LossWeights(_Strict):
-    """Relative weights of the loss terms; pacemaker's kappa = force / (energy + force)."""
+    """Relative weights of the loss terms; pacemaker's kappa = force / (energy + force),
+    or ``kappa: auto``: pacemaker's choice from the spread of energies and forces of the
+    training set (energy and force are then not used)."""
 
-    energy: NonNegativeFloat = 0.9
-    force: NonNegativeFloat = 0.1
+    energy: NonNegativeFloat = 0.5
+    force: NonNegativeFloat = 0.5
     stress: float = 0.0
+    kappa: Literal["auto"] | None = None
 
     @field_validator("stress")
     @classmethod
@@ -86,8 +89,9 @@ class LossWeights(_Strict):
         return self
 
     @property
-    def kappa(self) -> float:
-        return self.force / (self.energy + self.force)
+    def pacemaker_kappa(self) -> float | str:
+        """pacemaker's ``fit.loss.kappa``."""
+        return self.kappa or self.force / (self.energy + self.force)
 
 
 class ZBLParams(_Strict):
@@ -139,31 +143,118 @@ class LJParams(_Strict):
         return value
 
 
+class EnergyBasedWeighting(_Strict):
+    """pacemaker's ``EnergyBasedWeightingPolicy``: structures within ``DElow`` (eV/atom)
+    of the reference energy (``energy``: convex hull or cohesive) get the fraction ``wlow``
+    of the energy weight; above ``DEup`` (eV/atom) or with a force component above
+    ``DFup`` (eV/Å) they are left out. Weights go as 1/(dE + DE)^2 and 1/(|F|^2 + DF)."""
+
+    DElow: NonNegativeFloat = 1.0  # eV/atom
+    DEup: PositiveFloat = 10.0  # eV/atom
+    DFup: PositiveFloat | None = None  # eV/Angstrom
+    DE: PositiveFloat = 1.0  # eV/atom
+    DF: PositiveFloat = 1.0  # (eV/Angstrom)^2
+    wlow: float | None = Field(0.75, gt=0.0, lt=1.0)
+    energy: Literal["convex_hull", "cohesive"] = "convex_hull"
+    reftype: Literal["all", "bulk", "cluster"] = "all"
+
+
+class Weighting(_Strict):
+    """How structures weigh in the loss: a pacemaker policy, times a factor per store tag.
+
+    ``by_tag`` becomes pacemaker's per-structure ``w_factor`` column (a structure with
+    several listed tags takes the product of their factors; others take 1)."""
+
+    policy: Literal["uniform", "energy_based"] = "uniform"
+    energy_based: EnergyBasedWeighting = EnergyBasedWeighting()
+    by_tag: dict[str, PositiveFloat] = {}
+
+
+class GpuConfig(_Strict):
+    """pacemaker's ``backend.gpu_config`` (tensorpot): which GPU (-1: none, CPU only) and
+    its memory limit in MB (0: no limit)."""
+
+    gpu_ind: int = Field(0, ge=-1)
+    mem_limit: int = Field(0, ge=0)  # MB
+
+
 class TrainingConfig(_Strict):
     """Everything that defines a fit; every potential records the TrainingConfig it had.
 
     reference_potential: ``none``; ``ZBL`` (see ``zbl.mode``); ``LJ``, a Lennard-Jones
     baseline subtracted from the targets and added back at deployment (see ``lj``).
+    initial_potential: ``previous`` starts from the coefficients of the newest generation
+    trained on other data (upfitting); ``none`` from scratch; or the path of a pacemaker
+    ``.yaml`` potential. Each key's pacemaker counterpart is in pacemaker.input_document.
     """
 
     ace_basis_config: AceBasisConfig = AceBasisConfig()
     reference_potential: Literal["none", "ZBL", "LJ"] = "none"
-    max_epochs: PositiveInt = 60  # pacemaker fit.maxiter
+    initial_potential: str = "previous"
+    max_epochs: PositiveInt = 300  # pacemaker fit.maxiter
+    fit_cycles: PositiveInt = 1
+    # ladder (hierarchical) fitting: functions added per step (int), or a fraction of the
+    # current basis (0 < x < 1), or both as [int, fraction]; null: fit the whole basis
+    ladder_step: PositiveInt | float | list[float] | None = None
+    ladder_type: Literal["body_order", "power_order"] = "body_order"
+    # random noise added to the coefficients between fit cycles
+    noise_relative_sigma: NonNegativeFloat | None = None
+    noise_absolute_sigma: NonNegativeFloat | None = None
+    # early stopping: relative loss decrease per iteration below which the fit stops
+    min_relative_train_loss_per_iter: PositiveFloat | None = None
+    min_relative_test_loss_per_iter: PositiveFloat | None = None
+    early_stopping_patience: PositiveInt = 200  # iterations
     batch_size: PositiveInt = 100  # pacemaker backend.batch_size
+    batch_size_reduction: bool = True  # tensorpot: halve the batch on out-of-memory
+    batch_size_reduction_factor: float = Field(2.0, gt=1.0)
+    gpu_config: GpuConfig | None = None
     loss_weights: LossWeights = LossWeights()
     l1_coeff: NonNegativeFloat = 1e-8
     l2_coeff: NonNegativeFloat = 1e-8
+    # smoothness of the radial functions: weights of their 0th, 1st, 2nd derivatives
+    w0_rad: NonNegativeFloat = 0.0
+    w1_rad: NonNegativeFloat = 0.0
+    w2_rad: NonNegativeFloat = 0.0
+    weighting: Weighting = Weighting()
     optimizer: Literal["BFGS", "L-BFGS-B"] = "BFGS"
-    evaluator: Literal["pyace", "tensorpot"] = "pyace"
+    evaluator: Literal["pyace", "tensorpot"] = "tensorpot"
     seed: int = 42
     zbl: ZBLParams = ZBLParams()
     lj: LJParams = LJParams()
+    # any other pacemaker input.yaml key, merged in last; keys mlipstore sets are refused
+    pacemaker_extra: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _lj_has_parameters(self) -> TrainingConfig:
         if self.reference_potential == "LJ" and not self.lj.elements:
             raise ValueError("reference_potential LJ needs lj.elements: epsilon (eV) and "
                              "sigma (Angstrom) for every element")
+        return self
+
+    @field_validator("ladder_step")
+    @classmethod
+    def _ladder_step(cls, value):
+        parts = value if isinstance(value, list) else [] if value is None else [value]
+        ok = len(parts) <= 2 and all(
+            (float(p).is_integer() and p >= 1) or 0 < p < 1 for p in parts)
+        if not ok:
+            raise ValueError(f"{value}: an integer >= 1 (functions per step), a fraction "
+                             "0 < x < 1 of the current basis, or [integer, fraction]")
+        return value
+
+    @field_validator("initial_potential")
+    @classmethod
+    def _initial_potential(cls, value: str) -> str:
+        if value not in ("previous", "none") and not value.endswith((".yaml", ".yml")):
+            raise ValueError(f"{value!r}: 'previous', 'none' or the path of a pacemaker "
+                             ".yaml potential")
+        return value
+
+    @model_validator(mode="after")
+    def _extra_keys_are_free(self) -> TrainingConfig:
+        from .pacemaker import check_extra
+
+        check_extra(self)
         return self
 
     def baseline(self):
@@ -227,7 +318,7 @@ class SelectParams(_Strict):
     """The select stage: which structures of the pool are trained on."""
 
     method: Literal["maxvol", "random", "none"] = "maxvol"
-    n_structures: PositiveInt = 200
+    n_structures: PositiveInt = 1000
     seed: int = 42
     # maxvol without a fitted potential: an unfitted basis with the TrainingConfig's
     # cutoff and radial functions, these limits, and as many functions per element as the

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import ase
 import ase.io
-import numpy as np
 import pandas as pd
 
 from .config import Params, load_params
@@ -120,8 +118,12 @@ class DatasetBuilder:
                 raise ExportError(str(err)) from err
         pool_frame = pacemaker_frame(pool, refs, baseline, progress)
         refs = pool_frame.attrs["mlipstore"]["reference_energies"]  # "auto": fitted on pool
+        test_frame = pacemaker_frame(test, refs, baseline)
+        # the store's tags travel with the pool and test set, for weights by tag
+        for frame, rows in ((pool_frame, pool), (test_frame, test)):
+            frame["tags"] = rows.column("tags").to_pylist()
         write_pickle_gzip(pool_frame, pool_path)
-        write_pickle_gzip(pacemaker_frame(test, refs, baseline), test_path)
+        write_pickle_gzip(test_frame, test_path)
         return {
             "n_pool": pool.num_rows,
             "n_test": test.num_rows,
@@ -162,16 +164,3 @@ def _copy_unique(source: Path, inbox: Path) -> Path:
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON (2-space indent, trailing newline) through a temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    tmp.replace(path)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

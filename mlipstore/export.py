@@ -13,9 +13,7 @@ baseline where one is used. References and baseline are recorded in
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from isal import igzip
 from tqdm import tqdm
 
+from .atomic import atomic_write
 from .filters import ScanFilter
 from .reference import PairPotential
 from .rows import Columns
@@ -163,20 +162,9 @@ def write_pickle_gzip(df: pd.DataFrame, path: str | Path) -> None:
 
     ISA-L's gzip compresses about 20 times faster than zlib at the same ratio; the
     stream is plain gzip, which pandas (and so pacemaker) reads as any other."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with igzip.IGzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1,
-                                 mtime=0) as gz:
-                pickle.dump(df, gz, protocol=pickle.HIGHEST_PROTOCOL)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as raw, igzip.IGzipFile(
+            filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as gz:
+        pickle.dump(df, gz, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | None = None,

@@ -2,10 +2,14 @@
 
 mlipstore always writes the whole input.yaml (``cutoff``, ``data``, ``backend``
 included) and never uses ``pacemaker -d``, which silently replaces the data section.
+``evaluator: tensorpot`` (TensorFlow gradients) trains on all cores, or on a GPU where
+TensorFlow sees one; ``pyace`` differentiates numerically and suits only tiny bases.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -13,17 +17,122 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from tqdm import tqdm
 
-from .config import AceBasisConfig, TrainingConfig
+if TYPE_CHECKING:
+    from .config import AceBasisConfig, TrainingConfig
 
 ITERATION_RE = re.compile(r"Iteration\s+#(\d+)")
+# pacemaker's train loss at each optimizer iteration: "Iteration   #12   (15 evals):  Loss:
+# 3.1e-02" (logged twice, to stdout and stderr), every display_step a "FIT STATS" block
+LOSS_RE = re.compile(r"Iteration\s+#(\d+)\s+\(\d+ evals\):\s+Loss:\s+(\S+)"
+                     r"|-FIT STATS-+\s+Iteration:\s+#(\d+)\s+Loss:\s+Total:\s+(\S+)")
+SECTIONS = ("cutoff", "seed", "metadata", "potential", "data", "fit", "backend")
+# input.yaml keys mlipstore writes only when their params.yaml key is set: never from
+# pacemaker_extra, so that each setting has one place
+CONDITIONAL_KEYS = {
+    ("potential", "initial_potential"): "training.initial_potential",
+    ("fit", "weighting"): "training.weighting",
+    ("fit", "ladder_step"): "training.ladder_step",
+    ("fit", "ladder_type"): "training.ladder_type",
+    ("fit", "noise_relative_sigma"): "training.noise_relative_sigma",
+    ("fit", "noise_absolute_sigma"): "training.noise_absolute_sigma",
+    ("fit", "min_relative_train_loss_per_iter"): "training.min_relative_train_loss_per_iter",
+    ("fit", "min_relative_test_loss_per_iter"): "training.min_relative_test_loss_per_iter",
+    ("fit", "repulsion"): "training.reference_potential (ZBL, zbl.mode core_repulsion)",
+    ("backend", "gpu_config"): "training.gpu_config",
+    ("data",): "the pipeline (data/export)",
+}
+TENSORPOT_HINT = (
+    "evaluator tensorpot needs TensorFlow and tensorpotential, which this Python ({python}) "
+    "lacks ({missing}). Install them as setup.sh does: `pip install -c constraints.txt "
+    "-e '.[tensorpot]'` then `pip install --no-deps tensorpotential==0.6.2.1` (or run "
+    "`bash setup.sh --install`); or set `training.evaluator: pyace` in params.yaml "
+    "(numerical gradients: minutes for a few dozen parameters, days for a production basis)")
 
 
 class PacemakerError(RuntimeError):
     """pacemaker or one of its tools failed; the message holds the end of its log."""
+
+
+def check_evaluator(evaluator: str) -> None:
+    """Raise PacemakerError, saying how to install it, if ``evaluator`` cannot run here."""
+    if evaluator != "tensorpot":
+        return
+    missing = []
+    for module in ("tensorflow", "tensorpotential"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    if missing:
+        raise PacemakerError(TENSORPOT_HINT.format(python=sys.executable,
+                                                   missing=", ".join(missing)))
+
+
+def fit_environment() -> dict[str, str]:
+    """The environment pacemaker runs in: TensorFlow's thread pools sized to the cores
+    this process may use (unless the user set them), and its C++ log quietened."""
+    cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                else os.cpu_count() or 1)
+    env = dict(os.environ)
+    env.setdefault("TF_NUM_INTRAOP_THREADS", cores)
+    env.setdefault("TF_NUM_INTEROP_THREADS", cores)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    return env
+
+
+def train_losses(log: Path) -> list[tuple[int, float]]:
+    """(iteration, train loss) for every optimizer iteration in a pacemaker log."""
+    losses: list[tuple[int, float]] = []
+    for match in LOSS_RE.finditer(log.read_text(errors="replace")):
+        iteration, loss = (match[1], match[2]) if match[1] else (match[3], match[4])
+        point = (int(iteration), float(loss))
+        if not losses or losses[-1] != point:
+            losses.append(point)
+    return losses
+
+
+def check_extra(config: TrainingConfig) -> None:
+    """Refuse ``pacemaker_extra`` keys that are no pacemaker section or that mlipstore
+    sets itself from another params.yaml key (ValueError names both)."""
+    if not config.pacemaker_extra:
+        return
+    owned = PacemakerRunner(config.model_copy(update={"pacemaker_extra": {}})
+                            )._document("train.pckl.gzip", ["H"])
+
+    def walk(extra: dict, doc, path: tuple[str, ...]) -> None:
+        for key, value in extra.items():
+            here = (*path, str(key))
+            if not path and key not in SECTIONS:
+                raise ValueError(f"pacemaker_extra.{key}: not a section of pacemaker's "
+                                 f"input.yaml ({', '.join(SECTIONS)})")
+            for prefix, owner in CONDITIONAL_KEYS.items():
+                if here[:len(prefix)] == prefix:
+                    raise ValueError(f"pacemaker_extra.{'.'.join(here)}: set through {owner}")
+            inner = doc.get(key) if isinstance(doc, dict) else None
+            if isinstance(value, dict) and isinstance(inner, dict):
+                walk(value, inner, here)
+            elif inner is not None:
+                raise ValueError(f"pacemaker_extra.{'.'.join(here)}: mlipstore writes this "
+                                 f"key ({inner!r}) from params.yaml's training section; set "
+                                 "it there")
+
+    walk(config.pacemaker_extra, owned, ())
+
+
+def _merge(doc: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            _merge(doc[key], value)
+        else:
+            doc[key] = value
+    return doc
 
 
 def tool(name: str) -> str:
@@ -91,38 +200,66 @@ class PacemakerRunner:
         raise ValueError(f"unknown reference potential {ref_type!r}: use none, ZBL or LJ")
 
     def generate_input_yaml(self, dataset: str | Path, elements: Sequence[str],
-                            test_dataset: str | Path | None = None) -> dict:
-        """The complete pacemaker input.yaml as a mapping."""
+                            test_dataset: str | Path | None = None,
+                            initial_potential: str | Path | None = None) -> dict:
+        """The complete pacemaker input.yaml as a mapping; ``initial_potential`` (a
+        pacemaker .yaml) is the fit's starting point (warm start, upfitting)."""
+        doc = self._document(dataset, elements, test_dataset, initial_potential)
+        return _merge(doc, self.config.pacemaker_extra)
+
+    def _document(self, dataset: str | Path, elements: Sequence[str],
+                  test_dataset: str | Path | None = None,
+                  initial_potential: str | Path | None = None) -> dict:
         c = self.config
         data = {"filename": str(Path(dataset).resolve())}
         if test_dataset is not None:
             data["test_filename"] = str(Path(test_dataset).resolve())
-        doc = {
-            "cutoff": c.ace_basis_config.r_cut,
-            "seed": c.seed,
-            "metadata": {"origin": "mlipstore"},
-            "potential": potential_section(c.ace_basis_config, elements),
-            "data": data,
-            "fit": {
-                "loss": {"kappa": c.loss_weights.kappa, "L1_coeffs": c.l1_coeff,
-                         "L2_coeffs": c.l2_coeff},
-                "optimizer": c.optimizer,
-                "maxiter": c.max_epochs,
-            },
-            "backend": {"evaluator": c.evaluator, "batch_size": c.batch_size,
-                        "display_step": 50},
+        potential = potential_section(c.ace_basis_config, elements)
+        if initial_potential is not None:
+            potential["initial_potential"] = str(Path(initial_potential).resolve())
+        fit = {
+            "loss": {"kappa": c.loss_weights.pacemaker_kappa, "L1_coeffs": c.l1_coeff,
+                     "L2_coeffs": c.l2_coeff, "w0_rad": c.w0_rad, "w1_rad": c.w1_rad,
+                     "w2_rad": c.w2_rad},
+            "optimizer": c.optimizer,
+            "maxiter": c.max_epochs,
+            "fit_cycles": c.fit_cycles,
+            "early_stopping_patience": c.early_stopping_patience,
         }
+        if c.weighting.policy == "energy_based":
+            fit["weighting"] = {"type": "EnergyBasedWeightingPolicy", "seed": c.seed,
+                                **c.weighting.energy_based.model_dump(exclude_none=True)}
+        if c.ladder_step is not None:
+            fit["ladder_step"] = c.ladder_step
+            fit["ladder_type"] = c.ladder_type
+        for key in ("noise_relative_sigma", "noise_absolute_sigma",
+                    "min_relative_train_loss_per_iter", "min_relative_test_loss_per_iter"):
+            if getattr(c, key) is not None:
+                fit[key] = getattr(c, key)
+        backend = {"evaluator": c.evaluator, "batch_size": c.batch_size,
+                   "batch_size_reduction": c.batch_size_reduction,
+                   "batch_size_reduction_factor": c.batch_size_reduction_factor,
+                   "display_step": 50}
+        if c.gpu_config is not None:
+            backend["gpu_config"] = c.gpu_config.model_dump()
+        doc = {"cutoff": c.ace_basis_config.r_cut, "seed": c.seed,
+               "metadata": {"origin": "mlipstore"}, "potential": potential, "data": data,
+               "fit": fit, "backend": backend}
         for section, values in self.configure_reference().items():
             doc[section].update(values)
         return doc
 
     def train(self, dataset: str | Path, output_dir: str | Path,
               elements: Sequence[str] | None = None, test_dataset: str | Path | None = None,
-              progress: bool = True) -> TrainResult:
-        """Fit ``dataset`` (a pacemaker DataFrame this project wrote) in ``output_dir``;
-        convert to .yace and compute the active set (.asi). Elements default to those
-        in the dataset. Raises PacemakerError if pacemaker or a tool fails or is killed.
+              progress: bool = True, initial_potential: str | Path | None = None
+              ) -> TrainResult:
+        """Fit ``dataset`` (a pacemaker DataFrame this project wrote) in ``output_dir``,
+        starting from ``initial_potential`` if given; convert to .yace and compute the
+        active set (.asi). Elements default to those in the dataset. Raises
+        PacemakerError if the evaluator is not installed, or pacemaker or a tool fails or
+        is killed.
         """
+        check_evaluator(self.config.evaluator)
         if elements is None:
             import pandas as pd
 
@@ -131,8 +268,13 @@ class PacemakerRunner:
         work = Path(output_dir)
         work.mkdir(parents=True, exist_ok=True)
         input_yaml = work / "input.yaml"
-        input_yaml.write_text(yaml.safe_dump(
-            self.generate_input_yaml(dataset, elements, test_dataset), sort_keys=False))
+        doc = self.generate_input_yaml(dataset, elements, test_dataset, initial_potential)
+        if initial_potential is not None and not _grows(initial_potential, doc["potential"]):
+            # pacemaker extends an initial_potential towards the target basis and fits only
+            # what it added, so a parent of the full size would not be fitted at all: the
+            # fit continues from the parent's coefficients instead (its basis is the target)
+            doc["potential"] = {"filename": doc["potential"]["initial_potential"]}
+        input_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
         log = work / "pacemaker.log"
         self._run_fit(input_yaml, log, progress)
         potential = work / "output_potential.yaml"
@@ -155,7 +297,8 @@ class PacemakerRunner:
                    disable=not progress, leave=False)
         with open(log, "ab") as out:
             proc = subprocess.Popen([tool("pacemaker"), input_yaml.name], cwd=input_yaml.parent,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=fit_environment())
             try:
                 for line in proc.stdout:
                     out.write(line)
@@ -172,7 +315,23 @@ class PacemakerRunner:
         if proc.returncode != 0:
             how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
                    else f"failed with exit status {proc.returncode}")
-            raise PacemakerError(f"pacemaker {how}:\n{_tail(log)}")
+            tail = _tail(log)
+            hint = ""
+            if re.search(r"No module named '(tensorflow|tensorpotential)", tail):
+                hint = "\n" + TENSORPOT_HINT.format(python="pacemaker's", missing="see above")
+            raise PacemakerError(f"pacemaker {how}:\n{tail}{hint}")
+
+
+def _grows(parent: str | Path, potential: dict) -> bool:
+    """True if the basis of the ``potential:`` section has more functions than the
+    pacemaker potential ``parent`` (upfitting)."""
+    from pyace import BBasisConfiguration
+    from pyace.multispecies_basisextension import create_multispecies_basis_config
+
+    spec = {k: v for k, v in potential.items() if k != "initial_potential"}
+    target = create_multispecies_basis_config(spec)
+    return (target.total_number_of_functions
+            > BBasisConfiguration(str(parent)).total_number_of_functions)
 
 
 def _tail(log: Path, chars: int = 3000) -> str:

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .config import Params
-from .dataset import DatasetBuilder, read_own_pickle, write_json
+from .atomic import write_json
+from .config import Params, TrainingConfig
+from .dataset import DatasetBuilder, read_own_pickle
 from .export import write_pickle_gzip
 from .metrics import summarize, write_dimer_curves, write_parity
 from .pacemaker import PacemakerRunner
-from .potentials import register
+from .potentials import Potential, parent_for, register
+
+log = logging.getLogger(__name__)
 
 
 class StageError(RuntimeError):
@@ -68,16 +73,25 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
         raise StageError("the exported targets were made with another reference potential "
                          "than params.yaml's training section: run the export stage first")
     elements = sorted({s for atoms in train["ase_atoms"] for s in atoms.get_chemical_symbols()})
+    dataset = _ids_digest([*pool["name"], *test["name"]])
+    start = initial_potential(params.training, dataset, elements, layout.models)
+    if start["reason"]:
+        log.warning("cold start: %s", start["reason"])
     runner = PacemakerRunner(params.training)
     with tempfile.TemporaryDirectory(prefix="mlipstore-train-") as tmp:
         work = Path(tmp)
-        write_pickle_gzip(train, work / "train.pckl.gzip")
-        test_path = None if test.empty else layout.test
+        write_pickle_gzip(_for_pacemaker(train, params.training), work / "train.pckl.gzip")
+        test_path = None
+        if not test.empty:
+            test_path = work / "test.pckl.gzip"
+            write_pickle_gzip(_for_pacemaker(test, None), test_path)
         result = runner.train(work / "train.pckl.gzip", work / "fit", elements, test_path,
-                              progress=progress)
+                              progress=progress, initial_potential=start["path"])
         metrics = {"train": summarize(read_own_pickle(result.train_predictions)),
                    "test": _test_metrics(result.test_predictions)}
         lineage = _lineage(builder, export, selection, train, test, result.input_yaml, metrics)
+        lineage["dataset_sha256"] = dataset
+        lineage["initial_potential"] = {k: v for k, v in start.items() if k != "path"}
         potential = register({".yace": result.potential_yace, ".yaml": result.potential_yaml,
                               ".asi": result.active_set, ".log": result.log},
                              lineage, layout.models)
@@ -87,6 +101,70 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
     t = metrics["train"]
     return (f"registered {potential.path} (train: energy RMSE {t['energy_rmse']:.1f} meV/atom,"
             f" forces RMSE {t['forces_rmse']:.1f} meV/Å)")
+
+
+def initial_potential(config: TrainingConfig, dataset_sha256: str, elements: list[str],
+                      models: Path) -> dict:
+    """Where the fit starts: ``path`` (a pacemaker .yaml, or None for a cold start), the
+    ``mode`` of params.yaml, the ``parent`` generation with the sha256 of its .yaml, and
+    the ``reason`` of a cold start where ``previous`` found no usable parent.
+
+    A parent must have the same elements, cutoff and radial basis; the number of
+    functions may grow (pacemaker extends the parent's basis: upfitting)."""
+    mode = config.initial_potential
+    out = {"mode": mode, "path": None, "parent": None, "reason": None}
+    if mode == "none":
+        return out
+    if mode != "previous":
+        path = Path(mode)
+        if not path.is_file():
+            raise StageError(f"training.initial_potential {mode!r}: no such file")
+        out.update(path=path.resolve(), parent={"path": mode, "sha256": _file_digest(path)})
+        return out
+    parent = parent_for(dataset_sha256, models)
+    reason = _unusable_parent(parent, config, elements)
+    if reason:
+        out["reason"] = reason
+        return out
+    out.update(path=parent.basis_yaml.resolve(), parent={
+        "generation": parent.generation, "name": parent.path.stem,
+        "sha256": _file_digest(parent.basis_yaml)})
+    return out
+
+
+def _unusable_parent(parent: Potential | None, config: TrainingConfig,
+                     elements: list[str]) -> str | None:
+    if parent is None:
+        return "initial_potential previous: no earlier generation trained on other data"
+    if parent.meta["elements"] != elements:
+        return (f"initial_potential previous: {parent.path.stem} has elements "
+                f"{parent.meta['elements']}, this training set {elements}")
+    theirs = parent.meta["params"]["training"]["ace_basis_config"]
+    ours = config.ace_basis_config.model_dump(mode="json")
+    changed = [k for k in ("r_cut", "dcut", "radial_basis", "radparameters", "ndensity")
+               if theirs.get(k) != ours[k]]
+    if theirs.get("number_of_functions_per_element", 0) > ours["number_of_functions_per_element"]:
+        changed.append("number_of_functions_per_element (fewer now)")
+    if changed:
+        return (f"initial_potential previous: {parent.path.stem} has another basis "
+                f"({', '.join(changed)})")
+    return None
+
+
+def _for_pacemaker(frame: pd.DataFrame, config: TrainingConfig | None) -> pd.DataFrame:
+    """The DataFrame pacemaker reads: without the store's ``tags``, with pacemaker's
+    per-structure ``w_factor`` from ``weighting.by_tag`` where any is given."""
+    out = frame.drop(columns=["tags"], errors="ignore")
+    by_tag = config.weighting.by_tag if config is not None else {}
+    if by_tag:
+        tags = frame["tags"] if "tags" in frame else pd.Series([[]] * len(frame))
+        out["w_factor"] = [float(np.prod([by_tag.get(t, 1.0) for t in row] or [1.0]))
+                           for row in tags]
+    return out
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _test_metrics(path: Path | None) -> dict:
@@ -111,7 +189,7 @@ def _lineage(builder: DatasetBuilder, export: dict, selection: dict, train: pd.D
              test: pd.DataFrame, input_yaml: Path, metrics: dict) -> dict:
     train_ids, test_ids = list(train["name"]), list(test["name"])
     return {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "store": {"path": str(builder.layout.store.relative_to(builder.layout.root)),
                   "content_hash": export["store_content_hash"]},
         "train": {"n_structures": len(train_ids), "ids_sha256": _ids_digest(train_ids),

@@ -1,5 +1,11 @@
 """The registry of fitted potentials: ``models/potential_gen_NN.*`` with their lineage.
 
+A generation is a training set: a fit on data (the exported pool and test ids, the
+lineage's ``dataset_sha256``) other than the newest generation's gets the next number;
+a retrain on the newest generation's data (other hyperparameters, ``dvc exp run``)
+replaces that generation's files in the workspace, while the earlier fits stay in DVC's
+cache, git history and experiments.
+
 Each generation NN has ``.yace`` (for LAMMPS and ASE), ``.yaml`` (pacemaker's B-basis),
 ``.asi`` (active set, for extrapolation grades), ``.log`` (pacemaker's output),
 ``.lammps`` (the pair_style lines of the deployed model) and ``.json`` (lineage: data,
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
+from .atomic import write_json
 from .reference import PairPotential, from_description, lammps_input
 
 MODELS_DIR = Path("models")
@@ -115,38 +122,60 @@ def list_potentials(models_dir: str | Path = MODELS_DIR) -> list[Potential]:
     return [_read(p) for _, p in found]
 
 
+def generation_for(dataset_sha256: str, models_dir: str | Path = MODELS_DIR) -> int:
+    """The generation a fit on this dataset registers as: the newest one if it was
+    trained on the same data (a retrain replaces it), else the next number."""
+    potentials = list_potentials(models_dir)
+    if not potentials:
+        return 1
+    newest = potentials[-1]
+    same = dataset_sha256 is not None and newest.meta.get("dataset_sha256") == dataset_sha256
+    return newest.generation if same else newest.generation + 1
+
+
 def next_generation(models_dir: str | Path = MODELS_DIR) -> int:
+    """The number the next new training set gets."""
     potentials = list_potentials(models_dir)
     return potentials[-1].generation + 1 if potentials else 1
 
 
+def parent_for(dataset_sha256: str, models_dir: str | Path = MODELS_DIR) -> Potential | None:
+    """The generation a fit on this dataset warm-starts from (``initial_potential:
+    previous``): the newest one trained on other data, never the one a retrain on the
+    same data replaces, so a retrain starts from the same parent as the fit it replaces."""
+    for potential in reversed(list_potentials(models_dir)):
+        if potential.meta.get("dataset_sha256") != dataset_sha256:
+            return potential
+    return None
+
+
 def register(files: dict[str, Path], lineage: dict, models_dir: str | Path = MODELS_DIR
              ) -> Potential:
-    """Copy a fit's files (keys: the SUFFIXES) into the registry as the next generation.
+    """Copy a fit's files (keys: the SUFFIXES) into the registry as the generation of its
+    ``lineage["dataset_sha256"]`` (see generation_for).
 
-    Each file is copied under a temporary name and renamed; the lineage ``.json`` comes
-    last, so a crash midway registers nothing.
+    All files are first copied under temporary names; a replaced generation's ``.json``
+    is removed before its files are renamed and the new ``.json`` comes last, so a crash
+    midway never leaves a lineage beside files of another fit.
     """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
-    generation = next_generation(models_dir)
+    generation = generation_for(lineage.get("dataset_sha256"), models_dir)
     stem = generation_name(generation)
     lineage = {"generation": generation, "name": stem, **lineage}
-    for suffix in SUFFIXES:
-        _atomic_copy(files[suffix], models_dir / f"{stem}{suffix}")
     lammps = lammps_input(f"{stem}.yace", lineage["elements"],
                           from_description(lineage.get("baseline")),
                           note=f"{stem}: the model as trained (mlipstore)")
+    staged = []
+    for suffix in SUFFIXES:
+        tmp = models_dir / f".{stem}{suffix}.tmp"
+        shutil.copyfile(files[suffix], tmp)
+        staged.append((tmp, models_dir / f"{stem}{suffix}"))
     tmp = models_dir / f".{stem}.lammps.tmp"
     tmp.write_text(lammps)
-    os.replace(tmp, models_dir / f"{stem}.lammps")
-    tmp = models_dir / f".{stem}.json.tmp"
-    tmp.write_text(json.dumps(lineage, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, models_dir / f"{stem}.json")
+    staged.append((tmp, models_dir / f"{stem}.lammps"))
+    (models_dir / f"{stem}.json").unlink(missing_ok=True)
+    for tmp, target in staged:
+        os.replace(tmp, target)
+    write_json(models_dir / f"{stem}.json", lineage)
     return _read(models_dir / f"{stem}.json")
-
-
-def _atomic_copy(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)

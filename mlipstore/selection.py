@@ -87,6 +87,8 @@ class MaxVolSelection(Selection):
         return path
 
     def select(self, pool: pd.DataFrame, n: int) -> list[int]:
+        if n >= len(pool):  # nothing to choose: the whole pool is the most informative set
+            return list(range(len(pool)))
         with tempfile.TemporaryDirectory(prefix="mlipstore-select-") as tmp:
             tmp = Path(tmp)
             pool_path = tmp / "pool.pckl.gzip"

@@ -9,13 +9,12 @@ failed fit leaves it as it was, and running the same phase again completes it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import ase
@@ -23,10 +22,11 @@ import numpy as np
 import yaml
 from ase.calculators.singlepoint import SinglePointDFTCalculator
 
+from .atomic import atomic_write
 from .configuration import Configuration, FrameError
 from .dataset import DatasetBuilder
 from .layout import Layout
-from .potentials import Potential, list_potentials
+from .potentials import Potential, list_potentials, next_generation
 
 log = logging.getLogger(__name__)
 STATE_FILE = "workflow_state.yaml"
@@ -77,13 +77,8 @@ class WorkflowState:
 
     def save(self, path: str | Path) -> None:
         """Replace the file atomically (write, fsync, rename)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as fh:
+        with atomic_write(path) as fh:
             yaml.safe_dump(asdict(self), fh, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
 
 
 def results_from_files(paths: Iterable[str | Path], builder: DatasetBuilder) -> list[DFTResult]:
@@ -124,21 +119,22 @@ class TrainingPhase:
             raise WorkflowError(f"{self.layout.root} is not an mlipstore project with DVC "
                                 "(no .dvc/ or dvc.yaml): create one with 'mlipstore init'")
         state = WorkflowState.load(self.state_path)
-        generation = state.generation + 1
         good, failed = self._sort(results)
         if failed and not good:
             raise WorkflowError(f"none of the {len(failed)} DFT results can be used; first: "
                                 f"{failed[0]}")
-        folder = f"gen_{generation:02d}"
+        # the registry numbers generations; its next number names the data folder
+        folder = f"gen_{next_generation(self.layout.models):02d}"
         if good:
             DatasetBuilder(self.layout.root).add_data(good, folder=folder)
-        before = {p.generation for p in list_potentials(self.layout.models)}
+        before = [p.meta for p in list_potentials(self.layout.models)]
         self._reproduce()
-        new = [p for p in list_potentials(self.layout.models) if p.generation not in before]
-        if not new:
+        potentials = list_potentials(self.layout.models)
+        if not potentials or potentials[-1].meta in before:
             raise WorkflowError("dvc repro trained no new potential: no new data and no "
                                 "changed settings since the last generation")
-        potential = new[-1]
+        potential = potentials[-1]
+        generation = potential.generation
         metrics = potential.meta["metrics"]
         state.generation = generation
         state.current_potential = str(potential.path.relative_to(self.layout.root))
@@ -146,7 +142,7 @@ class TrainingPhase:
         state.history.append({
             "generation": generation,
             "potential": state.current_potential,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "added": len(good), "failed": len(failed),
             "dataset_hash": state.dataset_hash,
             "energy_rmse_test": metrics["test"]["energy_rmse"],
@@ -179,8 +175,13 @@ class TrainingPhase:
         from dvc.repo import Repo
 
         # DVC resolves stage paths against the working directory
-        with contextlib.chdir(self.layout.root), Repo(".") as repo:
-            repo.reproduce()
+        cwd = os.getcwd()
+        os.chdir(self.layout.root)
+        try:
+            with Repo(".") as repo:
+                repo.reproduce()
+        finally:
+            os.chdir(cwd)
 
     def _git_commit(self, generation: int) -> None:
         """Commit the generation (params, dvc.lock, metrics, state) and tag it gen-NN, so

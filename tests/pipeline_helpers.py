@@ -13,6 +13,10 @@ from conftest import REPO
 BIN = Path(sys.executable).parent
 FAKE_BIN = Path(__file__).parent / "fake_bin"
 DEMO = REPO / "data" / "raw" / "TiAl_tutorial.xyz"
+# a small ACE basis for tests with the fake pacemaker (which writes the unfitted basis)
+TINY_BASIS = {"training.ace_basis_config.number_of_functions_per_element": 10,
+              "training.ace_basis_config.nradmax_by_orders": [6, 2, 1],
+              "training.ace_basis_config.lmax_by_orders": [0, 1, 1]}
 
 
 def env(fake: bool = True, **extra: str) -> dict:

@@ -16,10 +16,19 @@ from conftest import REPO
 from mlipstore.config import Params, load_params
 from mlipstore.potentials import Potential, list_potentials
 from mlipstore.project import template_text
-from pipeline_helpers import BIN, DEMO, metrics, new_project, ran_stages, run, split_extxyz
+from pipeline_helpers import (
+    BIN,
+    DEMO,
+    TINY_BASIS,
+    metrics,
+    new_project,
+    ran_stages,
+    run,
+    split_extxyz,
+)
 
 SMALL = {"select.n_structures": 40, "training.max_epochs": 4,
-         "select.max_basis_functions": 200}
+         "select.max_basis_functions": 200, **TINY_BASIS}
 METRIC_KEYS = {"energy_rmse", "energy_mae", "forces_rmse", "forces_mae", "n_structures"}
 
 
@@ -56,33 +65,46 @@ def test_pipeline_reproduces_compares_and_grows(tmp_path):
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "generation 1"], root)
 
-    # a training hyperparameter: only train re-runs, and metrics diff shows the change
+    # a training hyperparameter: only train re-runs, and metrics diff shows the change;
+    # same data, so generation 01 is retrained in place, not a new generation
     out = run(["dvc", "exp", "run", "-S", "training.max_epochs=25"], root).stdout
     assert ran_stages(out) == ["train"]
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root).stdout)
     changed = diff["metrics.json"]
     assert changed["train.energy_rmse"]["new"] < changed["train.energy_rmse"]["old"]
-    assert changed["generation"] == {"old": 1, "new": 2, "diff": 1}
+    assert "generation" not in changed and metrics(root)["generation"] == 1
+    assert [p.generation for p in list_potentials(root / "models")] == [1]
+
+    # pacemaker's fitting features are training keys: only train re-runs for them too
+    for setting in ("training.weighting.policy=energy_based", "training.ladder_step=5",
+                    "training.loss_weights.kappa=auto"):
+        out = run(["dvc", "exp", "run", "-S", setting], root).stdout
+        assert ran_stages(out) == ["train"], setting
+    lineage = json.loads(gen1.with_suffix(".json").read_text())
+    assert yaml.safe_load(lineage["input_yaml"])["fit"]["loss"]["kappa"] == "auto"
 
     # a selection key: select and train re-run, ingest and export do not
     out = run(["dvc", "exp", "run", "-S", "select.n_structures=30"], root).stdout
     assert ran_stages(out) == ["select", "train"]
 
-    # a new DFT file in the inbox: only it is ingested, and a new generation appears
+    # a new DFT file in the inbox: only it is ingested, and generation 02 appears,
+    # warm-started from generation 01
     run([str(BIN / "mlipstore"), "add", str(later)], root)
     out = run(["dvc", "repro"], root).stdout
     assert ran_stages(out)[0] == "ingest"
     assert "40 new, 0 duplicate, 0 rejected from 1 file(s)" in out
     assert "1 file(s) already ingested" in out
     generations = [p.generation for p in list_potentials(root / "models")]
-    assert generations == [1, 2, 3, 4]
+    assert generations == [1, 2]
+    assert Potential.load(2, root / "models").meta["initial_potential"]["parent"][
+        "generation"] == 1
     old = Potential.load(1, root / "models")
     atoms = bulk("Al", "fcc", a=4.05) * (2, 2, 2)
     atoms.symbols[:3] = "Ti"
     atoms.calc = old.calculator()
     assert np.isfinite(atoms.get_potential_energy()) and np.isfinite(atoms.get_forces()).all()
     listing = run([str(BIN / "mlipstore"), "potentials", "--json"], root).stdout
-    assert [row["generation"] for row in json.loads(listing)] == [1, 2, 3, 4]
+    assert [row["generation"] for row in json.loads(listing)] == [1, 2]
 
 
 def test_failed_fit_registers_nothing(tmp_path):

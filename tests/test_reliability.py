@@ -20,7 +20,7 @@ import pytest
 from conftest import cli, emt_frames, tree_digest
 from mlipstore import Store, ingest
 from mlipstore.export import export_for_pacemaker
-from pipeline_helpers import BIN, DEMO, new_project, run, split_extxyz
+from pipeline_helpers import BIN, DEMO, TINY_BASIS, new_project, run, split_extxyz
 
 FORK = multiprocessing.get_context("fork")  # children inherit the imports: a kill costs ms
 
@@ -183,7 +183,7 @@ def test_a_write_error_commits_nothing(tmp_path, emt_xyz):
 
 def test_pacemaker_writing_garbage_registers_nothing(tmp_path):
     root = new_project(tmp_path / "proj", {"select.method": "none",
-                                           "training.max_epochs": 2})
+                                           "training.max_epochs": 2, **TINY_BASIS})
     split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 30)])
     mlipstore = str(BIN / "mlipstore")
     for stage in ("ingest", "export", "select"):

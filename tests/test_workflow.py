@@ -19,9 +19,9 @@ from mlipstore.readers import iread
 from mlipstore.screening import read_candidates, screen
 from mlipstore.store import Store
 from mlipstore.workflow import DFTResult, TrainingPhase, WorkflowState
-from pipeline_helpers import BIN, DEMO, env, new_project, run, split_extxyz
+from pipeline_helpers import BIN, DEMO, TINY_BASIS, env, new_project, run, split_extxyz
 
-SMALL = {"select.method": "none", "training.max_epochs": 3}
+SMALL = {"select.method": "none", "training.max_epochs": 3, **TINY_BASIS}
 TIAL = KeyMap.parse("forces=force,virial=virial")
 
 
