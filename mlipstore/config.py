@@ -184,8 +184,9 @@ class TrainingConfig(_Strict):
     reference_potential: ``none``; ``ZBL`` (see ``zbl.mode``); ``LJ``, a Lennard-Jones
     baseline subtracted from the targets and added back at deployment (see ``lj``).
     initial_potential: ``previous`` starts from the coefficients of the newest generation
-    trained on other data (upfitting); ``none`` from scratch; or the path of a pacemaker
-    ``.yaml`` potential. Each key's pacemaker counterpart is in pacemaker.input_document.
+    trained on other data (a warm start; a larger basis grows from it); ``none`` from
+    scratch; or the path of a pacemaker ``.yaml`` potential. Where each key goes in
+    pacemaker's input.yaml: ``PacemakerRunner.generate_input_yaml``.
     """
 
     ace_basis_config: AceBasisConfig = AceBasisConfig()
@@ -205,7 +206,8 @@ class TrainingConfig(_Strict):
     min_relative_test_loss_per_iter: PositiveFloat | None = None
     early_stopping_patience: PositiveInt = 200  # iterations
     batch_size: PositiveInt = 100  # pacemaker backend.batch_size
-    batch_size_reduction: bool = True  # tensorpot: halve the batch on out-of-memory
+    # tensorpot, on running out of memory: divide the batch by the factor and go on
+    batch_size_reduction: bool = True
     batch_size_reduction_factor: float = Field(2.0, gt=1.0)
     gpu_config: GpuConfig | None = None
     loss_weights: LossWeights = LossWeights()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -345,7 +345,7 @@ def ingest(
     result is the same in any case.
     """
     report = IngestReport()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with store.writing():
         files = discover(paths, format, report)
         input_bytes = sum(path.stat().st_size for path, _ in files)

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,24 @@ def check_evaluator(evaluator: str) -> None:
     if missing:
         raise PacemakerError(TENSORPOT_HINT.format(python=sys.executable,
                                                    missing=", ".join(missing)))
+
+
+def check_environments(frame, basis: AceBasisConfig) -> None:
+    """Raise PacemakerError before a fit whose active set cannot be computed:
+    pace_activeset needs at least as many atoms (environments) of each element in the
+    training set as the basis has functions per element."""
+    from collections import Counter
+
+    counts = Counter(s for atoms in frame["ase_atoms"] for s in atoms.get_chemical_symbols())
+    wanted = basis.number_of_functions_per_element
+    short = {element: n for element, n in sorted(counts.items()) if n < wanted}
+    if short:
+        have = ", ".join(f"{element} {n}" for element, n in short.items())
+        raise PacemakerError(
+            f"the training set has fewer atoms than the basis has functions per element "
+            f"({wanted}): {have}. The active set (pace_activeset, needed for extrapolation "
+            f"grades) is then undetermined. Set training.ace_basis_config."
+            f"number_of_functions_per_element to at most {min(short.values())}, or add data")
 
 
 def fit_environment() -> dict[str, str]:
@@ -175,6 +194,8 @@ class TrainResult:
     log: Path
     train_predictions: Path
     test_predictions: Path | None
+    fit_seconds: float  # wall time of pacemaker itself
+    activeset_seconds: float  # pace_yaml2yace and pace_activeset
 
 
 class PacemakerRunner:
@@ -259,11 +280,12 @@ class PacemakerRunner:
         PacemakerError if the evaluator is not installed, or pacemaker or a tool fails or
         is killed.
         """
-        check_evaluator(self.config.evaluator)
-        if elements is None:
-            import pandas as pd
+        import pandas as pd
 
-            frame = pd.read_pickle(dataset, compression="gzip")
+        check_evaluator(self.config.evaluator)
+        frame = pd.read_pickle(dataset, compression="gzip")
+        check_environments(frame, self.config.ace_basis_config)
+        if elements is None:
             elements = sorted({s for a in frame["ase_atoms"] for s in a.get_chemical_symbols()})
         work = Path(output_dir)
         work.mkdir(parents=True, exist_ok=True)
@@ -276,7 +298,9 @@ class PacemakerRunner:
             doc["potential"] = {"filename": doc["potential"]["initial_potential"]}
         input_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
         log = work / "pacemaker.log"
+        started = time.perf_counter()
         self._run_fit(input_yaml, log, progress)
+        fitted = time.perf_counter()
         potential = work / "output_potential.yaml"
         if not potential.exists():
             raise PacemakerError(f"pacemaker wrote no potential; see {log}")
@@ -289,7 +313,8 @@ class PacemakerRunner:
         test_pred = work / "test_pred.pckl.gzip"
         return TrainResult(work, input_yaml, potential, yace, asi, log,
                            work / "train_pred.pckl.gzip",
-                           test_pred if test_pred.exists() else None)
+                           test_pred if test_pred.exists() else None,
+                           fitted - started, time.perf_counter() - fitted)
 
     def _run_fit(self, input_yaml: Path, log: Path, progress: bool) -> None:
         """Run pacemaker, its output streamed to ``log``, iterations as a progress bar."""

@@ -9,7 +9,7 @@ import json
 import logging
 import subprocess
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from .config import Params, TrainingConfig
 from .dataset import DatasetBuilder, read_own_pickle
 from .export import write_pickle_gzip
 from .metrics import summarize, write_dimer_curves, write_parity
-from .pacemaker import PacemakerRunner
+from .pacemaker import PacemakerRunner, TrainResult
 from .potentials import Potential, parent_for, register
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,8 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
                               progress=progress, initial_potential=start["path"])
         metrics = {"train": summarize(read_own_pickle(result.train_predictions)),
                    "test": _test_metrics(result.test_predictions)}
-        lineage = _lineage(builder, export, selection, train, test, result.input_yaml, metrics)
-        lineage["dataset_sha256"] = dataset
-        lineage["initial_potential"] = {k: v for k, v in start.items() if k != "path"}
+        lineage = _lineage(builder, export, selection, train, test, elements, dataset, start,
+                           result, metrics)
         potential = register({".yace": result.potential_yace, ".yaml": result.potential_yaml,
                               ".asi": result.active_set, ".log": result.log},
                              lineage, layout.models)
@@ -99,8 +98,11 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
         write_dimer_curves(potential, layout.plots, params.training.ace_basis_config.r_cut)
     write_json(layout.metrics, {"generation": potential.generation, **metrics})
     t = metrics["train"]
-    return (f"registered {potential.path} (train: energy RMSE {t['energy_rmse']:.1f} meV/atom,"
-            f" forces RMSE {t['forces_rmse']:.1f} meV/Å)")
+    parent = start["parent"]
+    began = (f"warm start from {parent.get('name', parent.get('path'))}" if parent
+             else "cold start")
+    return (f"registered {potential.path} ({began}; train: energy RMSE "
+            f"{t['energy_rmse']:.1f} meV/atom, forces RMSE {t['forces_rmse']:.1f} meV/Å)")
 
 
 def initial_potential(config: TrainingConfig, dataset_sha256: str, elements: list[str],
@@ -186,24 +188,30 @@ def _ids_digest(ids: list[str]) -> str:
 
 
 def _lineage(builder: DatasetBuilder, export: dict, selection: dict, train: pd.DataFrame,
-             test: pd.DataFrame, input_yaml: Path, metrics: dict) -> dict:
+             test: pd.DataFrame, elements: list[str], dataset_sha256: str, start: dict,
+             result: TrainResult, metrics: dict) -> dict:
     train_ids, test_ids = list(train["name"]), list(test["name"])
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "store": {"path": str(builder.layout.store.relative_to(builder.layout.root)),
                   "content_hash": export["store_content_hash"]},
+        "dataset_sha256": dataset_sha256,
         "train": {"n_structures": len(train_ids), "ids_sha256": _ids_digest(train_ids),
                   "ids": train_ids},
         "test": {"n_structures": len(test_ids), "ids_sha256": _ids_digest(test_ids),
                  "ids": test_ids},
-        "elements": export["elements"],
+        "elements": elements,  # the potential's, in its order (LAMMPS pair_coeff)
         "reference_energies": export["reference_energies"],
         "baseline": export["baseline"],
         "selection": {k: v for k, v in selection.items() if k != "ids"},
         "params": builder.params.model_dump(mode="json"),
-        "input_yaml": input_yaml.read_text(),
+        "initial_potential": {k: v for k, v in start.items() if k != "path"},
+        "input_yaml": result.input_yaml.read_text(),
         "git": _git_state(builder.layout.root),
-        "versions": {name: _version(name) for name in ("mlipstore", "python-ace", "ase")},
+        "versions": {name: _version(name) for name in
+                     ("mlipstore", "python-ace", "ase", "tensorflow", "tensorpotential")},
+        "timings": {"fit_s": round(result.fit_seconds, 2),
+                    "activeset_s": round(result.activeset_seconds, 2)},
         "metrics": metrics,
     }
 

@@ -122,7 +122,7 @@ def list_potentials(models_dir: str | Path = MODELS_DIR) -> list[Potential]:
     return [_read(p) for _, p in found]
 
 
-def generation_for(dataset_sha256: str, models_dir: str | Path = MODELS_DIR) -> int:
+def generation_for(dataset_sha256: str | None, models_dir: str | Path = MODELS_DIR) -> int:
     """The generation a fit on this dataset registers as: the newest one if it was
     trained on the same data (a retrain replaces it), else the next number."""
     potentials = list_potentials(models_dir)

@@ -9,12 +9,12 @@ failed fit leaves it as it was, and running the same phase again completes it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import ase
@@ -142,7 +142,7 @@ class TrainingPhase:
         state.history.append({
             "generation": generation,
             "potential": state.current_potential,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "added": len(good), "failed": len(failed),
             "dataset_hash": state.dataset_hash,
             "energy_rmse_test": metrics["test"]["energy_rmse"],
@@ -175,13 +175,8 @@ class TrainingPhase:
         from dvc.repo import Repo
 
         # DVC resolves stage paths against the working directory
-        cwd = os.getcwd()
-        os.chdir(self.layout.root)
-        try:
-            with Repo(".") as repo:
-                repo.reproduce()
-        finally:
-            os.chdir(cwd)
+        with contextlib.chdir(self.layout.root), Repo(".") as repo:
+            repo.reproduce()
 
     def _git_commit(self, generation: int) -> None:
         """Commit the generation (params, dvc.lock, metrics, state) and tag it gen-NN, so

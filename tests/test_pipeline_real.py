@@ -1,5 +1,6 @@
-"""The whole pipeline with the real pacemaker, pace_select and pace_activeset, on the
-demo data with the default params.yaml (what `bash setup.sh` runs; about three minutes)."""
+"""The whole pipeline with the real pacemaker (TensorFlow evaluator) and pace_activeset, on
+the demo data with the default params.yaml (what `bash setup.sh` runs; about five minutes
+on two cores)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mlipstore.potentials import Potential
 from pipeline_helpers import BIN, DEMO, metrics, new_project, ran_stages, run
@@ -30,12 +32,16 @@ def test_demo_pipeline_fits_a_real_potential(tmp_path, record_property):
     test = pd.read_pickle(root / "data" / "export" / "test.pckl.gzip", compression="gzip")
     n_atoms = test["ase_atoms"].map(len).to_numpy()
     spread = 1000 * np.std(test["energy_corrected"].to_numpy() / n_atoms)  # meV/atom
+    lineage = json.loads((root / "models" / "potential_gen_01.json").read_text())
     record_property("figure", (
-        f"real fit: test energy RMSE {m['test']['energy_rmse']:.1f} meV/atom, "
-        f"spread of test energies {spread:.1f} meV/atom, train "
-        f"{m['train']['n_structures']} / test {m['test']['n_structures']} structures"))
+        f"demo fit (defaults, tensorpot): test energy RMSE {m['test']['energy_rmse']:.1f} "
+        f"meV/atom, forces {m['test']['forces_rmse']:.1f} meV/Å; spread of test energies "
+        f"{spread:.1f} meV/atom; train {m['train']['n_structures']} / test "
+        f"{m['test']['n_structures']} structures; fit {lineage['timings']['fit_s']:.0f} s"))
     assert m["test"]["n_structures"] == len(test) > 10
-    assert m["test"]["energy_rmse"] < spread / 4
+    assert yaml.safe_load(lineage["input_yaml"])["backend"]["evaluator"] == "tensorpot"
+    # the targets of a real potential on this data (the training issue)
+    assert m["test"]["energy_rmse"] <= 8.0 and m["test"]["forces_rmse"] <= 25.0
 
     # the registered .yace is the fitted model: through ASE it gives the same test error
     potential = Potential.load(1, root / "models")
@@ -49,6 +55,5 @@ def test_demo_pipeline_fits_a_real_potential(tmp_path, record_property):
     rmse = 1000 * np.sqrt(np.mean(((np.array(predicted) - test["energy_corrected"]) / n_atoms)
                                   ** 2))
     assert rmse == pytest.approx(m["test"]["energy_rmse"], rel=1e-3, abs=0.05)
-    lineage = json.loads(potential.path.with_suffix(".json").read_text())
     assert lineage["reference_energies"].keys() == {"Al", "Ti"}
     assert potential.active_set.stat().st_size > 0

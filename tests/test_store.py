@@ -170,9 +170,9 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
     # killed before COMMITTING: staged shards are discarded
     with store.writing(), store.transaction() as txn:
         from mlipstore.ingest import IngestReport, _tasks, read_task  # noqa: I001
-        from datetime import datetime, timezone
+        from datetime import UTC, datetime
         for task in _tasks([(other, None)], KeyMap(), (), False, (), IngestReport(),
-                           datetime.now(timezone.utc)):
+                           datetime.now(UTC)):
             for part in read_task(task):
                 txn.write(part.batch)
         txn._close_writer()

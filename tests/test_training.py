@@ -168,3 +168,14 @@ def _sha256(path) -> str:
     import hashlib
 
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_basis_larger_than_the_data_is_refused_before_the_fit(project, tmp_path, monkeypatch):
+    """pace_activeset needs as many atoms of each element as functions per element: a
+    basis too large for the data is an error naming the counts, before pacemaker runs."""
+    from mlipstore.pacemaker import PacemakerError
+
+    too_big = params(ace_basis_config={**TINY, "number_of_functions_per_element": 5000})
+    with pytest.raises(PacemakerError, match=r"per element \(5000\): Al \d+, Ti \d+.*at most"):
+        train(project, too_big, tmp_path / "rec", monkeypatch)
+    assert not (tmp_path / "rec").exists() and not (project / "models").exists()
