@@ -27,7 +27,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from isal import igzip
 from tqdm import tqdm
 
-from .atomic import atomic_write
+from ._io import atomic_write
 from .filters import ScanFilter
 from .reference import PairPotential
 from .rows import Columns

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 from tqdm import tqdm
 
+from ._io import usable_cores
 from .configuration import Configuration, KeyMap
 from .readers import (
     DFT_FORMATS,
@@ -283,11 +284,7 @@ def _result(task: ReadTask, future: Future) -> tuple[ReadTask, list[Parsed]]:
 
 def default_workers(input_bytes: int) -> int:
     """All available cores when the input is large enough to pay for worker processes."""
-    if input_bytes < PARALLEL_MIN_BYTES:
-        return 1
-    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return usable_cores() if input_bytes >= PARALLEL_MIN_BYTES else 1
 
 
 class _Appender:

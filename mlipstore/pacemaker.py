@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import yaml
 from tqdm import tqdm
 
+from ._io import usable_cores
+
 if TYPE_CHECKING:
     from .config import AceBasisConfig, TrainingConfig
 
@@ -97,8 +99,7 @@ def check_environments(frame, basis: AceBasisConfig) -> None:
 def fit_environment() -> dict[str, str]:
     """The environment pacemaker runs in: TensorFlow's thread pools sized to the cores
     this process may use (unless the user set them), and its C++ log quietened."""
-    cores = str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                else os.cpu_count() or 1)
+    cores = str(usable_cores())
     env = dict(os.environ)
     env.setdefault("TF_NUM_INTRAOP_THREADS", cores)
     env.setdefault("TF_NUM_INTEROP_THREADS", cores)

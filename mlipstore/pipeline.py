@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_json
+from ._io import write_json
 from .config import Params, TrainingConfig
 from .dataset import DatasetBuilder, read_own_pickle
 from .export import write_pickle_gzip

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .atomic import write_json
+from ._io import write_json
 from .reference import PairPotential, from_description, lammps_input
 
 MODELS_DIR = Path("models")

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from ase.calculators.singlepoint import SinglePointDFTCalculator
 
-from .atomic import atomic_write
+from ._io import atomic_write
 from .configuration import Configuration, FrameError
 from .dataset import DatasetBuilder
 from .layout import Layout

@@ -46,14 +46,20 @@ def ran_stages(output: str) -> list[str]:
             if line.startswith("Running stage '")]
 
 
-def split_extxyz(source: Path, parts: list[tuple[Path, int, int]]) -> None:
-    """Write frames [start, stop) of an extxyz file to each path, byte for byte."""
+def extxyz_frames(source: Path) -> list[str]:
+    """The frames of an extxyz file, each as its text."""
     lines = source.read_text().splitlines(keepends=True)
     frames, i = [], 0
     while i < len(lines):
         n = int(lines[i])
         frames.append("".join(lines[i:i + n + 2]))
         i += n + 2
+    return frames
+
+
+def split_extxyz(source: Path, parts: list[tuple[Path, int, int]]) -> None:
+    """Write frames [start, stop) of an extxyz file to each path, byte for byte."""
+    frames = extxyz_frames(source)
     for path, start, stop in parts:
         path.write_text("".join(frames[start:stop]))
 

@@ -17,7 +17,7 @@ from mlipstore.config import Params
 from mlipstore.pacemaker import train_losses
 from mlipstore.pipeline import run_stage
 from mlipstore.potentials import Potential
-from pipeline_helpers import BIN, DEMO, split_extxyz
+from pipeline_helpers import BIN, DEMO, extxyz_frames
 
 pytestmark = [
     pytest.mark.slow,
@@ -43,12 +43,16 @@ def fit(root, functions: int = 100, **training) -> Potential:
 
 
 def test_warm_start_converges_faster_than_a_cold_start(tmp_path, record_property):
+    """Generation 2 adds more data of the kind generation 1 was trained on (every third
+    demo structure, held back at first)."""
     root = tmp_path / "proj"
     (root / "data" / "raw").mkdir(parents=True)
-    split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl.xyz", 0, 200)])
+    frames = extxyz_frames(DEMO)
+    (root / "data" / "raw" / "a_TiAl.xyz").write_text("".join(
+        f for i, f in enumerate(frames) if i % 3))
     assert fit(root).generation == 1
 
-    split_extxyz(DEMO, [(root / "data" / "raw" / "b_TiAl.xyz", 200, 329)])
+    (root / "data" / "raw" / "b_TiAl.xyz").write_text("".join(frames[::3]))
     warm = fit(root)  # initial_potential: previous (the default)
     assert warm.generation == 2
     assert warm.meta["initial_potential"]["parent"]["generation"] == 1
@@ -64,7 +68,7 @@ def test_warm_start_converges_faster_than_a_cold_start(tmp_path, record_property
         f"warm start: train loss {warm_losses[0][1]:.3g} at iteration 1 (cold start "
         f"{cold_losses[0][1]:.3g}); reached the cold start's final loss {target:.3g} after "
         f"{reached} of {ITERATIONS} iterations; final loss warm {warm_losses[-1][1]:.3g}"))
-    assert reached is not None and reached < ITERATIONS / 2
+    assert reached is not None and reached < 0.75 * ITERATIONS
     assert warm_losses[-1][1] < target
 
 

@@ -1,6 +1,6 @@
-"""Atomic file writes: a file is written under a temporary name beside its target,
-fsynced and renamed, so a reader (or a crash) sees the old file or the new one, never a
-part of one."""
+"""Plumbing shared by the store and the training side: atomic file writes (a file is
+written under a temporary name beside its target, fsynced and renamed, so a reader or a
+crash sees the old file or the new one, never a part of one) and the cores to use."""
 
 from __future__ import annotations
 
@@ -43,3 +43,10 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity on Linux), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
