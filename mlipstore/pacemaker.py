@@ -78,13 +78,21 @@ def check_evaluator(evaluator: str) -> None:
                                                    missing=", ".join(missing)))
 
 
-def check_environments(frame, basis: AceBasisConfig) -> None:
+def atoms_per_element(frame) -> dict[str, int]:
+    """Atoms of each element in a pacemaker DataFrame, elements sorted by symbol."""
+    import numpy as np
+    from ase.data import chemical_symbols
+
+    numbers = np.concatenate([atoms.numbers for atoms in frame["ase_atoms"]])
+    values, counts = np.unique(numbers, return_counts=True)
+    return dict(sorted((chemical_symbols[z], int(n)) for z, n in zip(values, counts,
+                                                                     strict=True)))
+
+
+def check_environments(counts: dict[str, int], basis: AceBasisConfig) -> None:
     """Raise PacemakerError before a fit whose active set cannot be computed:
     pace_activeset needs at least as many atoms (environments) of each element in the
-    training set as the basis has functions per element."""
-    from collections import Counter
-
-    counts = Counter(s for atoms in frame["ase_atoms"] for s in atoms.get_chemical_symbols())
+    training set (``counts``) as the basis has functions per element."""
     wanted = basis.number_of_functions_per_element
     short = {element: n for element, n in sorted(counts.items()) if n < wanted}
     if short:
@@ -284,10 +292,9 @@ class PacemakerRunner:
         import pandas as pd
 
         check_evaluator(self.config.evaluator)
-        frame = pd.read_pickle(dataset, compression="gzip")
-        check_environments(frame, self.config.ace_basis_config)
-        if elements is None:
-            elements = sorted({s for a in frame["ase_atoms"] for s in a.get_chemical_symbols()})
+        counts = atoms_per_element(pd.read_pickle(dataset, compression="gzip"))
+        check_environments(counts, self.config.ace_basis_config)
+        elements = list(counts) if elements is None else elements
         work = Path(output_dir)
         work.mkdir(parents=True, exist_ok=True)
         input_yaml = work / "input.yaml"

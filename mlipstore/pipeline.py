@@ -7,13 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import subprocess
 import tempfile
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ._io import write_json
@@ -21,8 +21,9 @@ from .config import Params, TrainingConfig
 from .dataset import DatasetBuilder, read_own_pickle
 from .export import write_pickle_gzip
 from .metrics import summarize, write_dimer_curves, write_parity
-from .pacemaker import PacemakerRunner, TrainResult
+from .pacemaker import PacemakerRunner, TrainResult, atoms_per_element
 from .potentials import Potential, parent_for, register
+from .readers import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
     if export.get("baseline") != (baseline.describe() if baseline is not None else None):
         raise StageError("the exported targets were made with another reference potential "
                          "than params.yaml's training section: run the export stage first")
-    elements = sorted({s for atoms in train["ase_atoms"] for s in atoms.get_chemical_symbols()})
+    elements = list(atoms_per_element(train))
     dataset = _ids_digest([*pool["name"], *test["name"]])
     start = initial_potential(params.training, dataset, elements, layout.models)
     if start["reason"]:
@@ -121,7 +122,7 @@ def initial_potential(config: TrainingConfig, dataset_sha256: str, elements: lis
         path = Path(mode)
         if not path.is_file():
             raise StageError(f"training.initial_potential {mode!r}: no such file")
-        out.update(path=path.resolve(), parent={"path": mode, "sha256": _file_digest(path)})
+        out.update(path=path.resolve(), parent={"path": mode, "sha256": sha256_file(path)})
         return out
     parent = parent_for(dataset_sha256, models)
     reason = _unusable_parent(parent, config, elements)
@@ -130,7 +131,7 @@ def initial_potential(config: TrainingConfig, dataset_sha256: str, elements: lis
         return out
     out.update(path=parent.basis_yaml.resolve(), parent={
         "generation": parent.generation, "name": parent.path.stem,
-        "sha256": _file_digest(parent.basis_yaml)})
+        "sha256": sha256_file(parent.basis_yaml)})
     return out
 
 
@@ -160,13 +161,8 @@ def _for_pacemaker(frame: pd.DataFrame, config: TrainingConfig | None) -> pd.Dat
     by_tag = config.weighting.by_tag if config is not None else {}
     if by_tag:
         tags = frame["tags"] if "tags" in frame else pd.Series([[]] * len(frame))
-        out["w_factor"] = [float(np.prod([by_tag.get(t, 1.0) for t in row] or [1.0]))
-                           for row in tags]
+        out["w_factor"] = [math.prod(by_tag.get(t, 1.0) for t in row) for row in tags]
     return out
-
-
-def _file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _test_metrics(path: Path | None) -> dict:
