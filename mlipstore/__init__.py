@@ -1,8 +1,9 @@
 """mlipstore: a versioned store of DFT training data for ACE potentials fitted with pacemaker.
 
 Data flow: raw DFT files -> ``readers`` -> ``ingest`` -> ``store`` (Parquet shards)
--> ``export`` / ``selection`` (``DatasetBuilder``) -> ``pacemaker`` (``PacemakerRunner``)
--> ``potentials`` (registry, lineage); ``pipeline`` and ``cli`` are thin shells over these.
+-> ``export`` (fit targets: ``targets``; other trainers: ``trainers``) / ``selection``
+(``DatasetBuilder``) -> ``pacemaker`` (``PacemakerRunner``) -> ``potentials`` (registry,
+lineage); ``pipeline`` and ``cli`` are thin shells over these.
 """
 
 from importlib import import_module
@@ -22,6 +23,8 @@ _LAZY = {
     "pacemaker": ["PacemakerError", "PacemakerRunner"],
     "potentials": ["Potential", "list_potentials"],
     "selection": ["MaxVolSelection", "RandomSelection", "Selection"],
+    "targets": ["TargetError", "fit_targets", "implied_references"],
+    "trainers": ["ExtxyzKeys", "grace_frame", "write_extxyz"],
     "workflow": ["DFTResult", "TrainingPhase", "WorkflowState"],
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
@@ -29,9 +32,10 @@ __all__ = [
     "ConfigError", "Configuration", "DatasetBuilder", "ExportError", "FileError",
     "FrameError", "IngestReport", "KeyMap", "MaxVolSelection", "PacemakerError",
     "PacemakerRunner", "Params", "Potential", "RandomSelection", "Rejection", "ScanFilter",
-    "Selection", "Store", "StoreError", "TrainingConfig", "DFTResult", "TrainingPhase",
-    "WorkflowState", "export_for_pacemaker", "ingest",
-    "iread", "list_potentials", "load_params", "pacemaker_frame",
+    "Selection", "Store", "StoreError", "TargetError", "TrainingConfig", "DFTResult",
+    "TrainingPhase", "WorkflowState", "ExtxyzKeys", "export_for_pacemaker", "fit_targets",
+    "grace_frame", "implied_references", "ingest", "iread", "list_potentials",
+    "load_params", "pacemaker_frame", "write_extxyz",
 ]
 
 

@@ -30,14 +30,17 @@ def filter_options(func):
     @click.option("--max-energy-per-atom", type=float, help="eV/atom, force-consistent energy.")
     @click.option("--max-force", type=float, help="Largest per-atom force norm, eV/Å.")
     @click.option("--tag", "filter_tags", multiple=True, help="Any of these tags (repeatable).")
+    @click.option("--finished-runs/--unfinished-runs", "run_finished", default=None,
+                  help="Only steps of runs that finished / only the complete steps of runs "
+                  "that were cut before their end; default: both.")
     @functools.wraps(func)
     def wrapper(*args, elements, min_atoms, max_atoms, min_energy_per_atom,
-                max_energy_per_atom, max_force, filter_tags, **kwargs):
+                max_energy_per_atom, max_force, filter_tags, run_finished, **kwargs):
         where = ScanFilter(
             elements=elements.split(",") if elements else None,
             min_atoms=min_atoms, max_atoms=max_atoms,
             min_energy_per_atom=min_energy_per_atom, max_energy_per_atom=max_energy_per_atom,
-            max_force=max_force, tags=filter_tags or None,
+            max_force=max_force, tags=filter_tags or None, run_finished=run_finished,
         )
         return func(*args, where=where, **kwargs)
     return wrapper
@@ -75,13 +78,16 @@ def main(verbose: bool) -> None:
 @click.option("--tag", "tags", multiple=True, help="Tag stored with every new configuration.")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow reading pacemaker pickles (unpickling runs code from the file).")
+@click.option("--require-finished", is_flag=True,
+              help="Reject a DFT output whose run did not finish, whole (default: keep its "
+              "complete steps, marked as from an unfinished run).")
 @click.option("--strict", is_flag=True, help="Commit nothing if anything is rejected.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1),
               help="Processes that parse in parallel; default: all cores for 16 MiB of "
               "input or more, else 1.")
-def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet,
-               jobs) -> None:
+def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, require_finished, strict,
+               quiet, jobs) -> None:
     """Add the DFT configurations in PATHS (files or directories) to the store."""
     try:
         km = KeyMap.parse(key_map)
@@ -89,7 +95,8 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, strict, quiet
         raise click.BadParameter(str(err), param_hint="--key-map") from err
     try:
         report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km,
-                        tags=tags, trust_pickle=trust_pickle, strict=strict,
+                        tags=tags, trust_pickle=trust_pickle,
+                        require_finished=require_finished, strict=strict,
                         progress=not quiet, workers=jobs)
     except StoreError as err:
         raise click.ClickException(str(err)) from err
@@ -129,7 +136,15 @@ def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
     click.echo(f"elements       {' '.join(info['elements'])}")
     click.echo(f"shards         {info['n_shards']} ({info['bytes'] / 1e6:.2f} MB)")
     click.echo(f"with stress    {info['with_stress']}; "
-               f"with free energy {info['with_free_energy']}")
+               f"with free energy {info['with_free_energy']}; "
+               f"with energy_corrected {info['with_energy_corrected']} "
+               f"({info['n_configs'] - info['with_energy']} without a raw energy)")
+    click.echo(f"with weights   {info['with_weights']}; from unfinished runs "
+               f"{info['from_unfinished_runs']}")
+    versions = ", ".join(f"version {v}: {n}" for v, n in info["schema_versions"].items())
+    click.echo(f"schema         {versions} shard(s)")
+    for source in info["source_references"]:
+        click.echo(f"references     {source['source']}: {source['text']}")
     for name in ("formats", "chemical_systems", "tags"):
         if info[name]:
             items = ", ".join(f"{k}: {v}" for k, v in sorted(info[name].items()))
@@ -175,22 +190,45 @@ def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
 @main.command("export")
 @store_option
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="pacemaker DataFrame to write (.pckl.gzip).")
+              help="File to write: pacemaker's or GRACE's .pckl.gzip, or .extxyz.")
+@click.option("--format", "fmt", type=click.Choice(["pacemaker", "grace", "extxyz"]),
+              default="pacemaker", show_default=True,
+              help="pacemaker's DataFrame; GRACE's (gracemaker) DataFrame; extxyz for "
+              "MACE, NequIP and Allegro (labels under REF_energy, REF_forces, REF_stress).")
 @click.option("--reference-energy", "references", multiple=True, metavar="SYMBOL=eV",
               help="Isolated-atom energy subtracted into energy_corrected (repeatable).")
+@click.option("--auto-references", is_flag=True,
+              help="Fit the reference energies by least squares (the sources' own where "
+              "some targets are theirs).")
+@click.option("--rereference", is_flag=True,
+              help="Recompute every fit target as energy - references, also where the "
+              "source gave energy_corrected.")
+@click.option("--allow-mixed-references", is_flag=True,
+              help="Export targets made with different reference energies together.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @filter_options
-def export_cmd(store_dir, output, references, quiet, where) -> None:
-    """Write the store (or a filtered part) as pacemaker's .pckl.gzip DataFrame."""
+def export_cmd(store_dir, output, fmt, references, auto_references, rereference,
+               allow_mixed_references, quiet, where) -> None:
+    """Write the store (or a filtered part) as training data: a source's energy_corrected
+    is the fit target as given; others are energy - references (none by default)."""
     from .export import ExportError, export_for_pacemaker
+    from .trainers import FORMATS
 
+    if auto_references and references:
+        raise click.UsageError("--auto-references and --reference-energy exclude each other")
     try:
-        report = export_for_pacemaker(_store(store_dir), output, where,
-                                      _parse_references(references), progress=not quiet)
-    except ExportError as err:
+        report = export_for_pacemaker(
+            _store(store_dir), output, where,
+            "auto" if auto_references else _parse_references(references),
+            progress=not quiet, rereference=rereference,
+            allow_mixed_references=allow_mixed_references, writer=FORMATS[fmt])
+    except (ExportError, StoreError) as err:
         raise click.ClickException(str(err)) from err
+    targets = report.targets
     click.echo(f"wrote {report.n_structures} configurations ({report.n_atoms} atoms; "
-               f"{' '.join(report.elements)}) to {report.path}")
+               f"{' '.join(report.elements)}) to {report.path} ({fmt}); fit targets: "
+               f"{targets['n_targets_from_source']} the source's energy_corrected, "
+               f"{targets['n_targets_from_energy']} energy - references")
 
 
 @main.command("compact")
@@ -201,6 +239,19 @@ def compact_cmd(store_dir, min_rows) -> None:
     """Merge small shards into large ones (the old ones are removed)."""
     new = _store(store_dir).compact(min_rows)
     click.echo(f"compacted into {len(new)} shard(s)" if new else "nothing to compact")
+
+
+@main.command("migrate")
+@store_option
+def migrate_cmd(store_dir) -> None:
+    """Rewrite shards of older schema versions as the current version (ids and values
+    unchanged). Not needed to read or add data: older shards are read as they are."""
+    try:
+        new, replaced = _store(store_dir).migrate()
+    except StoreError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"migrated {replaced} shard(s) into {len(new)}" if new
+               else "nothing to migrate: every shard has the current schema version")
 
 
 @main.command("verify")

@@ -162,10 +162,14 @@ class EnergyBasedWeighting(_Strict):
 class Weighting(_Strict):
     """How structures weigh in the loss: a pacemaker policy, times a factor per store tag.
 
-    ``by_tag`` becomes pacemaker's per-structure ``w_factor`` column (a structure with
-    several listed tags takes the product of their factors; others take 1)."""
+    ``source``: the weights the data came with (pacemaker ``w_energy``/``w_forces``, GRACE
+    ``energy_weight``/``force_weight``), their mean for configurations without; where no training
+    configuration has any, pacemaker's uniform policy. ``uniform`` and ``energy_based``
+    ignore the sources' weights. ``by_tag`` becomes pacemaker's per-structure ``w_factor``
+    column, which multiplies the weights (a structure with several listed tags takes the
+    product of their factors; others take 1)."""
 
-    policy: Literal["uniform", "energy_based"] = "uniform"
+    policy: Literal["source", "uniform", "energy_based"] = "source"
     energy_based: EnergyBasedWeighting = EnergyBasedWeighting()
     by_tag: dict[str, PositiveFloat] = {}
 
@@ -289,10 +293,13 @@ class IngestParams(_Strict):
 
 
 class ExportParams(_Strict):
-    """The export stage: which configurations, and the energy reference.
+    """The export stage: which configurations, and the fit targets.
 
-    reference_energies: ``auto`` fits per-element energies (eV) to the training pool by
-    least squares; a mapping gives them; ``none`` means zero.
+    A source's own ``energy_corrected`` is the target unless ``rereference``; the others
+    are energy minus ``reference_energies``: ``auto`` (the sources' own references where
+    some targets are theirs, else fitted to the training pool by least squares), a mapping
+    (eV), or ``none`` (zero). Targets made with different references are refused unless
+    ``allow_mixed_references`` (see ``targets``).
     """
 
     elements: list[str] | None = None
@@ -302,10 +309,14 @@ class ExportParams(_Strict):
     max_energy_per_atom: float | None = None
     max_force: PositiveFloat | None = None
     tags: list[str] | None = None
+    run_finished: bool | None = None  # true: only finished runs; false: only cut runs
     reference_energies: Literal["auto", "none"] | dict[str, float] = "auto"
+    rereference: bool = False
+    allow_mixed_references: bool = False
 
     def scan_filter(self) -> ScanFilter:
-        fields = self.model_dump(exclude={"reference_energies"})
+        fields = self.model_dump(exclude={"reference_energies", "rereference",
+                                          "allow_mixed_references"})
         return ScanFilter(**fields)
 
 

@@ -22,6 +22,9 @@ class KeyMap:
     then ``atoms.info``, then ``atoms.arrays``.
 
     ``virial`` (eV) is used when no stress is found: stress = -virial / volume.
+    ``energy_corrected`` is a fit target the source made (energy minus its references);
+    the weights are per-configuration loss weights (``forces_weight`` per atom or one
+    number for all atoms).
     """
 
     energy: str = "energy"
@@ -29,6 +32,10 @@ class KeyMap:
     forces: str = "forces"
     stress: str = "stress"
     virial: str = "virial"
+    energy_corrected: str = "energy_corrected"
+    energy_weight: str = "energy_weight"
+    forces_weight: str = "forces_weight"
+    virial_weight: str = "virial_weight"
 
     @classmethod
     def parse(cls, text: str | None) -> KeyMap:
@@ -89,23 +96,30 @@ class Labels:
 
 @dataclass
 class Configuration:
-    """A labelled configuration: eV, Angstrom, eV/Angstrom, stress in eV/Angstrom^3 (Voigt)."""
+    """A labelled configuration: eV, Angstrom, eV/Angstrom, stress in eV/Angstrom^3 (Voigt).
+
+    ``energy`` or ``energy_corrected`` (the source's fit target) or both are given; the
+    weights are the source's loss weights (not part of the id)."""
 
     numbers: np.ndarray  # (N,) int
     positions: np.ndarray  # (N, 3)
     cell: np.ndarray  # (3, 3), rows are lattice vectors
     pbc: np.ndarray  # (3,) bool
-    energy: float
+    energy: float | None
     free_energy: float | None
     forces: np.ndarray  # (N, 3)
     stress: np.ndarray | None  # (6,) Voigt xx yy zz yz xz xy, ASE sign
+    energy_corrected: float | None = None  # eV
+    energy_weight: float | None = None
+    forces_weight: np.ndarray | None = None  # (N,)
+    virial_weight: float | None = None
     id: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
         self._validate()
         self.id = config_id(
             self.numbers, self.positions, self.cell, self.pbc,
-            self.energy, self.free_energy, self.forces, self.stress,
+            self.energy, self.free_energy, self.forces, self.stress, self.energy_corrected,
         )
 
     @property
@@ -123,6 +137,7 @@ class Configuration:
             ("cell", self.cell, (3, 3)),
             ("forces", self.forces, (n, 3)),
             ("stress", self.stress, (6,)),
+            ("forces_weight", self.forces_weight, (n,)),
         ):
             if arr is None:
                 continue
@@ -130,10 +145,17 @@ class Configuration:
                 raise FrameError(f"{name} has shape {arr.shape}, expected {shape} for {n} atoms")
             if not np.isfinite(arr).all():
                 raise FrameError(f"{name} contains non-finite values (NaN or inf)")
-        for name in ("energy", "free_energy"):
+        if self.energy is None and self.energy_corrected is None:
+            raise FrameError("neither energy nor energy_corrected is given")
+        for name in ("energy", "free_energy", "energy_corrected", "energy_weight",
+                     "virial_weight"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise FrameError(f"{name} is not finite ({value})")
+        for name in ("energy_weight", "forces_weight", "virial_weight"):
+            value = getattr(self, name)
+            if value is not None and np.min(value) < 0:
+                raise FrameError(f"{name} is negative")
         if self.pbc.any() and abs(_det3(self.cell.tolist())) < 1e-8:
             raise FrameError("periodic cell has zero volume")
 
@@ -146,26 +168,43 @@ class Configuration:
     def from_labels(cls, labels: Labels, key_map: KeyMap = KeyMap()) -> Configuration:
         """Read the labels named by ``key_map``; raise FrameError if unusable."""
         energy = labels.lookup(key_map.energy)
+        corrected = labels.lookup(key_map.energy_corrected)
         forces = labels.lookup(key_map.forces)
-        missing = [name for name, v in (("energy", energy), ("forces", forces)) if v is None]
+        missing = [name for name, v in (("energy", energy if corrected is None else 0),
+                                        ("forces", forces)) if v is None]
         if missing:
             wanted = ", ".join(f"{m} (label {getattr(key_map, m)!r})" for m in missing)
+            if "energy" in missing:
+                wanted += f" nor energy_corrected (label {key_map.energy_corrected!r})"
             raise FrameError(
                 f"no {wanted}; labels present: {labels.present()}; "
                 "map them with --key-map, e.g. energy=REF_energy,forces=REF_forces"
             )
-        free_energy = labels.lookup(key_map.free_energy)
+
+        def scalar(name: str) -> float | None:
+            value = labels.lookup(getattr(key_map, name))
+            return None if value is None else _scalar(value, name)
+
         try:
-            stress = _stress(labels, key_map)
+            n_atoms = len(labels.numbers)
+            forces_weight = labels.lookup(key_map.forces_weight)
+            if forces_weight is not None:  # one number for all atoms, or one per atom
+                forces_weight = np.asarray(forces_weight, dtype=np.float64)
+                if forces_weight.size == 1:
+                    forces_weight = np.full(n_atoms, float(forces_weight.reshape(())))
             return cls(
                 numbers=np.asarray(labels.numbers, dtype=np.int64),
                 positions=np.asarray(labels.positions, dtype=np.float64),
                 cell=np.asarray(labels.cell, dtype=np.float64),
                 pbc=np.asarray(labels.pbc, dtype=bool),
-                energy=_scalar(energy, "energy"),
-                free_energy=None if free_energy is None else _scalar(free_energy, "free_energy"),
+                energy=scalar("energy"),
+                free_energy=scalar("free_energy"),
                 forces=np.asarray(forces, dtype=np.float64),
-                stress=stress,
+                stress=_stress(labels, key_map),
+                energy_corrected=scalar("energy_corrected"),
+                energy_weight=scalar("energy_weight"),
+                forces_weight=forces_weight,
+                virial_weight=scalar("virial_weight"),
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, FrameError):
@@ -178,12 +217,15 @@ class Configuration:
 
         atoms = ase.Atoms(numbers=self.numbers, positions=self.positions,
                           cell=self.cell, pbc=self.pbc)
-        results = {"energy": self.energy, "forces": self.forces}
-        if self.free_energy is not None:
-            results["free_energy"] = self.free_energy
-        if self.stress is not None:
-            results["stress"] = self.stress
-        atoms.calc = SinglePointDFTCalculator(atoms, **results)
+        results = {"energy": self.energy, "forces": self.forces,
+                   "free_energy": self.free_energy, "stress": self.stress}
+        atoms.calc = SinglePointDFTCalculator(
+            atoms, **{k: v for k, v in results.items() if v is not None})
+        extra = {"energy_corrected": self.energy_corrected, "energy_weight": self.energy_weight,
+                 "virial_weight": self.virial_weight}
+        atoms.info.update({k: v for k, v in extra.items() if v is not None})
+        if self.forces_weight is not None:
+            atoms.arrays["forces_weight"] = self.forces_weight
         return atoms
 
 

@@ -23,6 +23,7 @@ from .selection import make_selection
 from .shards import elements_of
 from .split import test_mask
 from .store import Store
+from .targets import TargetError
 
 
 def read_own_pickle(path: Path) -> pd.DataFrame:
@@ -116,9 +117,14 @@ class DatasetBuilder:
                 baseline.check_elements(elements_of(table))
             except ValueError as err:
                 raise ExportError(str(err)) from err
-        pool_frame = pacemaker_frame(pool, refs, baseline, progress)
-        refs = pool_frame.attrs["mlipstore"]["reference_energies"]  # "auto": fitted on pool
-        test_frame = pacemaker_frame(test, refs, baseline)
+        options = {"rereference": p.export.rereference,
+                   "allow_mixed_references": p.export.allow_mixed_references}
+        try:
+            pool_frame = pacemaker_frame(pool, refs, baseline, progress, **options)
+            refs = pool_frame.attrs["mlipstore"]["reference_energies"]  # "auto": the pool's
+            test_frame = pacemaker_frame(test, refs, baseline, **options)
+        except TargetError as err:
+            raise ExportError(f"{self.layout.store}: {err}") from err
         # the store's tags travel with the pool and test set, for weights by tag
         for frame, rows in ((pool_frame, pool), (test_frame, test)):
             frame["tags"] = rows.column("tags").to_pylist()
@@ -128,6 +134,8 @@ class DatasetBuilder:
             "n_pool": pool.num_rows,
             "n_test": test.num_rows,
             "reference_energies": refs,
+            "targets": {"pool": pool_frame.attrs["mlipstore"]["targets"],
+                        "test": test_frame.attrs["mlipstore"]["targets"]},
             "baseline": baseline.describe() if baseline is not None else None,
             "elements": elements_of(table),
             "store_content_hash": self.store.content_hash(),

@@ -1,14 +1,12 @@
 """Export to pacemaker: the pickled, gzipped pandas DataFrame that ``pacemaker`` reads.
 
-Columns: ``name`` (the configuration id), ``ase_atoms``, ``energy``, ``forces``,
-``energy_corrected`` (the fit target) and ``stress`` where known.
-
-``energy`` is the force-consistent energy: the code's free energy where it reports one
-(VASP TOTEN), else its energy, because the forces are derivatives of the free energy.
-``energy_corrected = energy - sum of the per-element reference energies`` (isolated-atom
-energies given by the user, or fitted with "auto"; none means zero), minus a delta-learning
-baseline where one is used. References and baseline are recorded in
-``DataFrame.attrs["mlipstore"]``.
+Columns: ``name`` (the configuration id), ``ase_atoms``, ``energy`` (the force-consistent
+DFT energy, NaN where the source gave only ``energy_corrected``), ``forces``,
+``energy_corrected`` (the fit target, see ``targets``), ``stress`` where known, and where
+any source gave loss weights pacemaker's ``w_energy`` and per-atom ``w_forces`` (and
+``virial_weight``); a configuration without them gets the mean of the given ones.
+A delta-learning baseline is subtracted from the targets. References, baseline and how
+the targets were made are recorded in ``DataFrame.attrs["mlipstore"]``.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from ase.data import atomic_numbers, chemical_symbols
 from isal import igzip
 from tqdm import tqdm
 
@@ -33,8 +30,7 @@ from .reference import PairPotential
 from .rows import Columns
 from .shards import elements_of
 from .store import Store
-
-ENERGY_RULE = "free_energy where the code reports it (VASP TOTEN), else energy"
+from .targets import ENERGY_RULE, TargetError, fit_targets, force_consistent_energy
 
 
 class ExportError(ValueError):
@@ -48,42 +44,23 @@ class ExportReport:
     n_atoms: int
     elements: list[str]
     reference_energies: dict[str, float] = field(default_factory=dict)
-
-
-def reference_offsets(numbers: np.ndarray, offsets: np.ndarray,
-                      reference_energies: Mapping[str, float] | None) -> np.ndarray:
-    """Per-structure sum of reference energies (eV); zeros when none are given."""
-    n_rows = len(offsets) - 1
-    if not reference_energies:
-        return np.zeros(n_rows)
-    unknown = set(reference_energies) - set(atomic_numbers)
-    if unknown:
-        raise ExportError(f"reference energies for unknown elements: {sorted(unknown)}")
-    table = np.full(119, np.nan)
-    for symbol, value in reference_energies.items():
-        table[atomic_numbers[symbol]] = value
-    per_atom = table[numbers]
-    missing = sorted({chemical_symbols[z] for z in np.unique(numbers[np.isnan(per_atom)])})
-    if missing:
-        raise ExportError(f"no reference energy for {', '.join(missing)}: give one for every "
-                          "element in the exported data, or none at all")
-    return np.add.reduceat(per_atom, offsets[:-1]) if n_rows else np.zeros(0)
+    targets: dict = field(default_factory=dict)  # how the fit targets were made
 
 
 def pacemaker_frame(table: pa.Table,
                     reference_energies: Mapping[str, float] | str | None = None,
-                    baseline: PairPotential | None = None, progress: bool = False
+                    baseline: PairPotential | None = None, progress: bool = False,
+                    rereference: bool = False, allow_mixed_references: bool = False
                     ) -> pd.DataFrame:
     """The DataFrame pacemaker reads, built from store rows.
 
-    ``reference_energies``: per-element eV, ``"auto"`` (fitted here, see
-    fit_reference_energies) or None. With a ``baseline`` (delta learning) its energy,
-    forces and stress are subtracted from the targets: ``energy_corrected = energy -
-    baseline - references``, ``forces`` and ``stress`` become DFT - baseline, and
-    ``energy`` stays the DFT energy.
+    ``reference_energies``: per-element eV, ``"auto"`` or None, for targets computed from
+    the raw energy; a source's own ``energy_corrected`` is kept unless ``rereference``
+    (see ``targets.fit_targets``; TargetError where references would be mixed). With a
+    ``baseline`` (delta learning) its energy, forces and stress are subtracted from the
+    targets: ``forces`` and ``stress`` become DFT - baseline, ``energy`` stays DFT's.
     """
     cols = Columns.from_table(table)
-    energy = np.where(np.isnan(cols.free_energy), cols.energy, cols.free_energy)
     build = atoms_builder()
     rows = range(table.num_rows)
     if progress:  # no tqdm object otherwise (see ingest.ingest)
@@ -93,29 +70,47 @@ def pacemaker_frame(table: pa.Table,
     baseline_energy, forces_all, stress_all = np.zeros(len(atoms)), cols.forces, cols.stress
     if baseline is not None:
         baseline_energy, forces_all, stress_all = _minus_baseline(baseline, atoms, cols)
-    forces = [forces_all[cols.atoms_slice(row)] for row in range(len(atoms))]
-    stress = [None if np.isnan(s[0]) else s for s in stress_all]
-    target = energy - baseline_energy
-    if isinstance(reference_energies, str):  # "auto"
-        reference_energies = fit_reference_energies(cols.numbers, cols.offsets, target)
-    corrected = target - reference_offsets(cols.numbers, cols.offsets, reference_energies)
+    sources = np.array(table.column("source_path").to_pylist(), dtype=object)
+    corrected, targets = fit_targets(cols, sources, reference_energies, rereference,
+                                     allow_mixed_references, baseline_energy)
     df = pd.DataFrame({
         "name": cols.ids,
         "ase_atoms": atoms,
-        "energy": energy,
-        "forces": forces,
+        "energy": force_consistent_energy(cols),
+        "forces": [forces_all[cols.atoms_slice(row)] for row in range(len(atoms))],
         "energy_corrected": corrected,
-        "stress": stress,
+        "stress": [None if np.isnan(s[0]) else s for s in stress_all],
     })
+    _add_weights(df, cols)
     if baseline is not None:
         df["energy_baseline"] = baseline_energy
     df.attrs["mlipstore"] = {
         "energy": ENERGY_RULE,
-        "reference_energies": dict(reference_energies or {}),
+        "reference_energies": targets.pop("reference_energies"),
+        "targets": targets,
         "baseline": baseline.describe() if baseline is not None else None,
         "units": {"energy": "eV", "forces": "eV/Angstrom", "stress": "eV/Angstrom^3 (Voigt)"},
     }
     return df
+
+
+def _add_weights(df: pd.DataFrame, cols: Columns) -> None:
+    """pacemaker's ``w_energy`` and ``w_forces`` (and ``virial_weight``) where any row has
+    a source weight; a row without gets the mean of the given ones (per structure, per
+    atom), on their scale (pacemaker's weights are normalised to sum 1)."""
+    if np.isnan(cols.energy_weight).all() and np.isnan(cols.forces_weight).all():
+        return
+    df["w_energy"] = _filled(cols.energy_weight)
+    per_atom = _filled(cols.forces_weight)
+    df["w_forces"] = [per_atom[cols.atoms_slice(row)] for row in range(len(df))]
+    if not np.isnan(cols.virial_weight).all():
+        df["virial_weight"] = _filled(cols.virial_weight)
+
+
+def _filled(weights: np.ndarray) -> np.ndarray:
+    """``weights`` with NaN replaced by the mean of the others (1 if there are none)."""
+    given = weights[~np.isnan(weights)]
+    return np.where(np.isnan(weights), given.mean() if len(given) else 1.0, weights)
 
 
 def atoms_builder() -> Callable[..., ase.Atoms]:
@@ -168,36 +163,30 @@ def write_pickle_gzip(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | None = None,
-                         reference_energies: Mapping[str, float] | None = None,
-                         progress: bool = False) -> ExportReport:
-    """Write the configurations matching ``where`` as a pacemaker ``.pckl.gzip``."""
+                         reference_energies: Mapping[str, float] | str | None = None,
+                         progress: bool = False, rereference: bool = False,
+                         allow_mixed_references: bool = False,
+                         writer: Callable[[pd.DataFrame, Path], None] | None = None
+                         ) -> ExportReport:
+    """Write the configurations matching ``where`` as a pacemaker ``.pckl.gzip`` (or with
+    ``writer``, e.g. one of ``trainers.FORMATS``), atomically."""
     table = store.scan(where)
     if table.num_rows == 0:
         raise ExportError(f"no configurations in {store.root} match the filter: nothing to "
                           "export")
-    df = pacemaker_frame(table, reference_energies, progress=progress)
-    write_pickle_gzip(df, path)
+    try:
+        df = pacemaker_frame(table, reference_energies, progress=progress,
+                             rereference=rereference,
+                             allow_mixed_references=allow_mixed_references)
+    except TargetError as err:
+        raise ExportError(f"{store.root}: {err}") from err
+    (writer or write_pickle_gzip)(df, Path(path))
+    meta = df.attrs["mlipstore"]
     return ExportReport(
         path=str(path),
         n_structures=len(df),
         n_atoms=int(pc.sum(table.column("n_atoms")).as_py()),
         elements=elements_of(table),
-        reference_energies=dict(reference_energies or {}),
+        reference_energies=meta["reference_energies"],
+        targets=meta["targets"],
     )
-
-
-def fit_reference_energies(numbers: np.ndarray, offsets: np.ndarray, energies: np.ndarray
-                           ) -> dict[str, float]:
-    """Per-element energies (eV) that best explain ``energies`` (one per structure, atoms
-    ``numbers[offsets[k]:offsets[k+1]]``) by composition alone: least squares, and
-    minimum-norm where the compositions cannot separate two elements (e.g. a set that is
-    all 1:1 TiAl)."""
-    n_rows = len(offsets) - 1
-    if n_rows == 0:
-        return {}
-    elements = np.unique(numbers)
-    rows = np.repeat(np.arange(n_rows), np.diff(offsets))
-    composition = np.zeros((n_rows, len(elements)))
-    np.add.at(composition, (rows, np.searchsorted(elements, numbers)), 1.0)
-    refs, *_ = np.linalg.lstsq(composition, energies, rcond=None)
-    return {chemical_symbols[z]: float(e) for z, e in zip(elements, refs, strict=True)}

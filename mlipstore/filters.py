@@ -22,6 +22,8 @@ class ScanFilter:
         (free energy where reported, else energy).
     max_force: largest per-atom force norm, eV/Angstrom, inclusive.
     tags: configurations carrying at least one of these tags.
+    run_finished: True, only steps of runs that finished; False, only the complete steps
+        of runs that were cut before their end.
     """
 
     elements: Sequence[str] | None = None
@@ -31,6 +33,7 @@ class ScanFilter:
     max_energy_per_atom: float | None = None
     max_force: float | None = None
     tags: Sequence[str] | None = None
+    run_finished: bool | None = None
 
     def expression(self) -> ds.Expression | None:
         """The part of the filter Parquet can evaluate (row-group statistics prune)."""
@@ -56,6 +59,8 @@ class ScanFilter:
                 terms.append(per_atom <= self.max_energy_per_atom)
         if self.max_force is not None:
             terms.append(pc.field("max_force") <= self.max_force)
+        if self.run_finished is not None:  # null in version-1 shards: finished runs
+            terms.append(pc.coalesce(pc.field("run_finished"), True) == self.run_finished)
         if not terms:
             return None
         expr = terms[0]

@@ -2,7 +2,10 @@
 
 The id is a sha256 over named, typed, canonical fields, so it is independent of the
 file, the format and the order in which data arrives. Provenance is not part of it:
-the same frame read from an OUTCAR and from an extxyz copy is one configuration.
+the same frame read from an OUTCAR and from an extxyz copy is one configuration. Nor are
+the source's loss weights, nor its ``energy_corrected`` where the raw energy is known
+(a reference choice on top of the DFT result, kept with the first copy stored); a
+configuration without a raw energy is identified by its ``energy_corrected`` instead.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ import struct
 
 import numpy as np
 
-HASH_SCHEME = "sha256-v1:numbers,positions,cell,pbc,energy,free_energy,forces,stress"
+# the hash starts with these bytes (unchanged since schema version 1: ids stay valid)
+_HASH_PREFIX = "sha256-v1:numbers,positions,cell,pbc,energy,free_energy,forces,stress"
+HASH_SCHEME = _HASH_PREFIX + "[,energy_corrected where energy is null]"
 ID_HEX_CHARS = 32  # 128 bits: collisions are not a concern below ~10^18 configurations
 
 
@@ -40,13 +45,14 @@ def config_id(
     positions: np.ndarray,
     cell: np.ndarray,
     pbc: np.ndarray,
-    energy: float,
+    energy: float | None,
     free_energy: float | None,
     forces: np.ndarray,
     stress: np.ndarray | None,
+    energy_corrected: float | None = None,
 ) -> str:
     """Hex content hash of one configuration (see HASH_SCHEME)."""
-    h = hashlib.sha256(HASH_SCHEME.encode())
+    h = hashlib.sha256(_HASH_PREFIX.encode())
     _update(h, b"numbers", numbers, "<i8")
     _update(h, b"positions", positions, "<f8")
     _update(h, b"cell", cell, "<f8")
@@ -55,4 +61,6 @@ def config_id(
     _update_scalar(h, b"free_energy", free_energy)
     _update(h, b"forces", forces, "<f8")
     _update(h, b"stress", stress, "<f8")
+    if energy is None:  # ids of configurations with a raw energy are those of version 1
+        _update_scalar(h, b"energy_corrected", energy_corrected)
     return h.hexdigest()[:ID_HEX_CHARS]

@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,6 +49,7 @@ class Rejection:
     path: str
     frame: int | None
     reason: str
+    cut: bool = False  # the step a run was cut in: expected, does not fail the ingest
 
     def __str__(self) -> str:
         where = self.path if self.frame is None else f"{self.path}: frame {self.frame}"
@@ -70,7 +71,8 @@ class IngestReport:
 
     @property
     def ok(self) -> bool:
-        return not self.rejected
+        """Nothing was rejected except the cut last steps of interrupted runs."""
+        return all(r.cut for r in self.rejected)
 
     def rejection_lines(self, per_file: int = 3) -> list[str]:
         """Rejections for people: runs of frames with the same reason are folded."""
@@ -90,8 +92,10 @@ class IngestReport:
 
     def summary(self) -> str:
         state = "committed" if self.committed else "nothing committed"
-        return (f"{self.new} new, {self.duplicate} duplicate, {len(self.rejected)} rejected "
-                f"from {self.files} file(s); {state}")
+        cut = sum(r.cut for r in self.rejected)
+        cut_note = f" ({cut} the cut step of an interrupted run)" if cut else ""
+        return (f"{self.new} new, {self.duplicate} duplicate, {len(self.rejected)} rejected"
+                f"{cut_note} from {self.files} file(s); {state}")
 
 
 def _display_path(path: Path) -> str:
@@ -177,11 +181,12 @@ def read_task(task: ReadTask) -> Iterator[Parsed]:
         for frame in iread_chunk(task.path, task.fmt, task.chunk, task.key_map,
                                  task.trust_pickle):
             if frame.error is not None:
-                rejected.append(Rejection(task.shown, frame.index, frame.error))
+                rejected.append(Rejection(task.shown, frame.index, frame.error, frame.cut))
                 ends_file = frame.ends_file
                 continue
             configs.append(frame.config)
-            sources.append(Source(task.shown, task.digest, frame.index, task.fmt, task.tags))
+            sources.append(Source(task.shown, task.digest, frame.index, task.fmt, task.tags,
+                                  frame.run_finished))
             if len(configs) >= ROW_GROUP_ROWS:
                 yield Parsed(configs_to_batch(configs, sources, task.ingested_at), rejected)
                 configs, sources, rejected = [], [], []
@@ -201,8 +206,8 @@ def _read_task_whole(task: ReadTask) -> list[Parsed]:
 
 
 def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
-           trust_pickle: bool, skip_sources: Collection[str], report: IngestReport,
-           ingested_at: datetime) -> Iterator[ReadTask]:
+           trust_pickle: bool, require_finished: bool, skip_sources: Collection[str],
+           report: IngestReport, ingested_at: datetime) -> Iterator[ReadTask]:
     """The read tasks of each file, after the whole-file checks (failures go to report)."""
     for file_no, (path, fmt) in enumerate(files):
         shown = _display_path(path)
@@ -218,7 +223,7 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
         report.files += 1
         try:
             fmt = fmt or detect_format(path)
-            chunks = plan(path, fmt, FRAMES_PER_TASK)
+            chunks = plan(path, fmt, FRAMES_PER_TASK, require_finished)
             ends = [chunk.offset for chunk in chunks[1:]] + [path.stat().st_size]
         except FileError as err:
             report.rejected.append(Rejection(shown, None, str(err)))
@@ -328,6 +333,7 @@ def ingest(
     key_map: KeyMapChoice = KeyMap(),
     tags: TagsChoice = (),
     trust_pickle: bool = False,
+    require_finished: bool = False,
     strict: bool = False,
     skip_sources: Collection[str] = (),
     progress: bool = False,
@@ -335,14 +341,17 @@ def ingest(
 ) -> IngestReport:
     """Read DFT outputs into ``store``; returns the report (check ``report.ok``).
 
-    ``key_map`` and ``tags`` are fixed or functions of the file. Files whose sha256 is in
+    ``key_map`` and ``tags`` are fixed or functions of the file. The complete steps of a
+    DFT run that was cut before its end are stored, marked ``run_finished`` false (the
+    cut step is rejected, which does not fail the call); ``require_finished`` rejects such
+    files whole. Files whose sha256 is in
     ``skip_sources`` are not read at all. Configurations already in the store, or seen
     earlier in this call, count as duplicates and are not written again. ``workers``
     processes parse in parallel (default: all cores for inputs of 16 MiB or more); the
     result is the same in any case.
     """
     report = IngestReport()
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     with store.writing():
         files = discover(paths, format, report)
         input_bytes = sum(path.stat().st_size for path, _ in files)
@@ -354,7 +363,8 @@ def ingest(
         known = store.ids()
         with store.transaction() as txn:
             appender = _Appender(txn, known, report)
-            tasks = _tasks(files, key_map, tags, trust_pickle, skip_sources, report, now)
+            tasks = _tasks(files, key_map, tags, trust_pickle, require_finished, skip_sources,
+                           report, now)
             ended: set[int] = set()  # files whose parse error ended them
             for task, parts in _run(tasks, workers):
                 if bar is not None:

@@ -10,7 +10,7 @@ import logging
 import math
 import subprocess
 import tempfile
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -155,9 +155,14 @@ def _unusable_parent(parent: Potential | None, config: TrainingConfig,
 
 
 def _for_pacemaker(frame: pd.DataFrame, config: TrainingConfig | None) -> pd.DataFrame:
-    """The DataFrame pacemaker reads: without the store's ``tags``, with pacemaker's
+    """The DataFrame pacemaker reads: without the store's ``tags``; with the sources'
+    weights only for ``weighting.policy: source`` (pacemaker uses ``w_energy`` and
+    ``w_forces`` instead of any policy where they are present); with pacemaker's
     per-structure ``w_factor`` from ``weighting.by_tag`` where any is given."""
-    out = frame.drop(columns=["tags"], errors="ignore")
+    drop = ["tags"]
+    if config is None or config.weighting.policy != "source":
+        drop += ["w_energy", "w_forces", "virial_weight"]
+    out = frame.drop(columns=drop, errors="ignore")
     by_tag = config.weighting.by_tag if config is not None else {}
     if by_tag:
         tags = frame["tags"] if "tags" in frame else pd.Series([[]] * len(frame))
@@ -188,7 +193,7 @@ def _lineage(builder: DatasetBuilder, export: dict, selection: dict, train: pd.D
              result: TrainResult, metrics: dict) -> dict:
     train_ids, test_ids = list(train["name"]), list(test["name"])
     return {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "store": {"path": str(builder.layout.store.relative_to(builder.layout.root)),
                   "content_hash": export["store_content_hash"]},
         "dataset_sha256": dataset_sha256,

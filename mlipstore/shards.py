@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,7 @@ class ShardName:
 
 def new_txn() -> str:
     """A transaction id: UTC time to the microsecond plus 32 random bits."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
 
 
 def chemical_system(numbers: np.ndarray) -> str:
@@ -77,13 +77,15 @@ def _per_atom(rows: np.ndarray, offsets: pa.Array) -> pa.ListArray:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a configuration came from, and the tags it was ingested with."""
+    """Where a configuration came from, and the tags it was ingested with;
+    ``run_finished`` false for a step of a run that was cut before its end."""
 
     path: str
     sha256: str
     frame: int
     format: str
     tags: tuple[str, ...] = ()
+    run_finished: bool = True
 
 
 def chemical_systems(numbers: np.ndarray, offsets: np.ndarray) -> pa.Array:
@@ -108,8 +110,6 @@ def configs_to_batch(configs: Sequence[Configuration], sources: Sequence[Source]
     numbers = np.concatenate([c.numbers for c in configs]).astype(np.uint8)
     forces = np.concatenate([c.forces for c in configs])
     force_norms = np.sqrt(np.einsum("ij,ij->i", forces, forces))
-    stress_mask = np.array([c.stress is None for c in configs])
-    stress = np.stack([np.zeros(6) if c.stress is None else c.stress for c in configs])
     arrow_offsets = pa.array(offsets)
     columns = {
         "id": pa.array([c.id for c in configs], pa.string()),
@@ -123,11 +123,14 @@ def configs_to_batch(configs: Sequence[Configuration], sources: Sequence[Source]
             pa.array(np.stack([c.pbc for c in configs]).reshape(-1)), 3),
         "energy": pa.array([c.energy for c in configs], pa.float64()),
         "free_energy": pa.array([c.free_energy for c in configs], pa.float64()),
+        "energy_corrected": pa.array([c.energy_corrected for c in configs], pa.float64()),
         "forces": _per_atom(forces, arrow_offsets),
-        "stress": pa.FixedSizeListArray.from_arrays(
-            pa.array(stress.reshape(-1), pa.float64()), 6,
-            mask=pa.array(stress_mask)),
+        "stress": _nullable_lists([c.stress for c in configs]),
         "max_force": pa.array(np.maximum.reduceat(force_norms, offsets[:-1]), pa.float64()),
+        "energy_weight": pa.array([c.energy_weight for c in configs], pa.float64()),
+        "forces_weight": _nullable_lists([c.forces_weight for c in configs]),
+        "virial_weight": pa.array([c.virial_weight for c in configs], pa.float64()),
+        "run_finished": pa.array([s.run_finished for s in sources], pa.bool_()),
         "source_path": pa.array([s.path for s in sources], pa.string()),
         "source_sha256": pa.array([s.sha256 for s in sources], pa.string()),
         "source_frame": pa.array([s.frame for s in sources], pa.int32()),
@@ -136,6 +139,17 @@ def configs_to_batch(configs: Sequence[Configuration], sources: Sequence[Source]
         "ingested_at": pa.array([ingested_at] * len(configs), pa.timestamp("us", tz="UTC")),
     }
     return pa.RecordBatch.from_pydict(columns, schema=schema())
+
+
+def _nullable_lists(rows: Sequence[np.ndarray | None]) -> pa.ListArray:
+    """A list<float64> column from per-row arrays (None: null), built in bulk."""
+    sizes = np.array([0 if r is None else len(r) for r in rows], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+    present = [r for r in rows if r is not None]
+    values = np.concatenate(present) if present else np.zeros(0)
+    mask = pa.array([r is None for r in rows])
+    return pa.ListArray.from_arrays(offsets, pa.array(values, pa.float64()),
+                                    type=pa.list_(pa.float64()), mask=mask)
 
 
 def open_writer(path: Path, metadata: dict[bytes, bytes] | None = None) -> pq.ParquetWriter:
@@ -150,12 +164,12 @@ def open_writer(path: Path, metadata: dict[bytes, bytes] | None = None) -> pq.Pa
         # is not byte-stream-split (positions and forces came out 25% larger)
         use_dictionary=["n_atoms", "chemical_system", "numbers.list.element", "pbc",
                         "source_path", "source_sha256", "source_format",
-                        "tags.list.element", "ingested_at"],
+                        "tags.list.element", "ingested_at", "run_finished"],
         write_page_checksum=True,  # CRC32 per page: verify() tells which shard is damaged
         # floats compress far better split by byte; ids and sources are high-entropy strings
-        use_byte_stream_split=["energy", "free_energy", "max_force",
+        use_byte_stream_split=["energy", "free_energy", "energy_corrected", "max_force",
                                "positions.list.element.list.element",
                                "forces.list.element.list.element"],
         write_statistics=["id", "n_atoms", "chemical_system", "energy", "free_energy",
-                          "max_force", "source_path", "ingested_at"],
+                          "max_force", "source_path", "ingested_at", "run_finished"],
     )

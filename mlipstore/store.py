@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from .filters import ScanFilter
 from .readers import sha256_file
-from .schema import check_schema_version, schema
+from .schema import SCHEMA_VERSION, SchemaError, check_schema_version, conform, schema
 from .shards import (
     DIGEST_CHARS,
     REPLACES_KEY,
@@ -60,6 +60,11 @@ def _counts(values) -> dict[str, int]:
     return {row["values"]: row["counts"] for row in pc.value_counts(values).to_pylist()}
 
 
+def _true(mask) -> int:
+    """How many entries of a boolean array are true."""
+    return int(pc.sum(mask).as_py() or 0)
+
+
 def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str], int]:
     """What is wrong with one shard (empty if nothing) and its row count; ``seen``
     collects ids across shards."""
@@ -72,7 +77,7 @@ def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str
                         "modified after it was written)")
     try:
         check_schema_version(pq.read_schema(path).metadata, "schema")
-        table = pq.read_table(path, page_checksum_verification=True)
+        table = conform(pq.read_table(path, page_checksum_verification=True))
     except Exception as err:  # noqa: BLE001 - any decoding failure is the finding
         return [*problems, f"unreadable: {type(err).__name__}: {err}"], 0
     cols = Columns.from_table(table)
@@ -80,9 +85,10 @@ def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str
     for row, stored in enumerate(cols.ids):
         sl = cols.atoms_slice(row)
         stress = None if np.isnan(cols.stress[row, 0]) else cols.stress[row]
-        free = None if np.isnan(cols.free_energy[row]) else cols.free_energy[row]
+        energy, free, corrected = (None if np.isnan(v) else v for v in (
+            cols.energy[row], cols.free_energy[row], cols.energy_corrected[row]))
         computed = config_id(cols.numbers[sl], cols.positions[sl], cols.cells[row],
-                             cols.pbc[row], cols.energy[row], free, cols.forces[sl], stress)
+                             cols.pbc[row], energy, free, cols.forces[sl], stress, corrected)
         wrong += computed != stored
     if wrong:
         problems.append(f"{wrong} of {table.num_rows} rows do not match their content hash")
@@ -258,9 +264,22 @@ class Store:
                 replaced_by[name] = json.loads(meta.get(REPLACES_KEY, b"[]"))
         return [self._shard_path(n) for n in live_shards(names, replaced_by)]
 
+    def schema_versions(self) -> dict[str, int]:
+        """Each committed shard's schema version; StoreError for a shard this mlipstore
+        cannot read (newer version, not a shard)."""
+        versions = {}
+        for path in self.shard_paths():
+            try:
+                versions[str(path)] = check_schema_version(self._shard_metadata(path),
+                                                           f"{self.label}: {path}")
+            except SchemaError as err:
+                raise StoreError(str(err)) from None
+        return versions
+
     def dataset(self) -> ds.Dataset:
-        """A pyarrow Dataset over the committed shards."""
-        return ds.dataset([str(p) for p in self.shard_paths()], schema=schema(),
+        """A pyarrow Dataset over the committed shards, all read as the current schema
+        version (columns added since a shard was written are null in it)."""
+        return ds.dataset(list(self.schema_versions()), schema=schema(),
                           format="parquet", filesystem=self.arrow_fs)
 
     def scan(self, where: ScanFilter | None = None, columns: list[str] | None = None
@@ -275,6 +294,9 @@ class Store:
         table = self.dataset().scanner(columns=want, filter=where.expression(),
                                        batch_readahead=2, fragment_readahead=1).to_table()
         table = where.apply_tags(table)
+        if "run_finished" in table.column_names:  # null in version-1 shards: finished runs
+            table = table.set_column(table.column_names.index("run_finished"), "run_finished",
+                                     pc.fill_null(table.column("run_finished"), True))
         return table.select(columns) if columns is not None else table
 
     def to_pandas(self, where: ScanFilter | None = None, columns: list[str] | None = None):
@@ -308,12 +330,15 @@ class Store:
 
     def info(self) -> dict:
         """Summary counts: configurations, atoms, elements, shards, bytes on disk."""
+        versions = self.schema_versions()
         paths = self.shard_paths()
-        for path in paths:
-            check_schema_version(self._shard_metadata(path), f"{self.label}: {path}")
-        table = self.dataset().to_table(
-            columns=["n_atoms", "chemical_system", "free_energy", "stress", "tags",
-                     "source_format"])
+        table = self.scan(columns=["n_atoms", "chemical_system", "energy", "free_energy",
+                                   "energy_corrected", "stress", "energy_weight",
+                                   "forces_weight", "run_finished", "tags", "source_format"])
+
+        def given(name: str) -> int:
+            return table.num_rows - table.column(name).null_count
+
         return {
             "store": self.label,
             "n_configs": table.num_rows,
@@ -321,12 +346,30 @@ class Store:
             "elements": elements_of(table),
             "n_shards": len(paths),
             "bytes": sum(self._shard_bytes(p) for p in paths),
-            "with_free_energy": table.num_rows - table.column("free_energy").null_count,
-            "with_stress": table.num_rows - table.column("stress").null_count,
+            "schema_versions": {str(v): n for v, n in sorted(_counts(
+                pa.array(list(versions.values()), pa.int64())).items())},
+            "with_energy": given("energy"),
+            "with_free_energy": given("free_energy"),
+            "with_energy_corrected": given("energy_corrected"),
+            "with_stress": given("stress"),
+            "with_weights": _true(pc.or_(table.column("energy_weight").is_valid(),
+                                         table.column("forces_weight").is_valid())),
+            "from_unfinished_runs": _true(pc.invert(table.column("run_finished"))),
+            "source_references": self._source_references(),
             "formats": _counts(table.column("source_format")),
             "chemical_systems": _counts(table.column("chemical_system")),
             "tags": _counts(pc.list_flatten(table.column("tags"))),
         }
+
+    def _source_references(self) -> list[dict]:
+        """Per source that gave energy_corrected: the reference energies it implies."""
+        from .rows import Columns
+        from .targets import implied_references
+
+        table = self.dataset().to_table(filter=pc.field("energy_corrected").is_valid())
+        sources = np.array(table.column("source_path").to_pylist(), dtype=object)
+        return [{**g.to_dict(), "text": g.describe()}
+                for g in implied_references(Columns.from_table(table), sources)]
 
     # -- writing ---------------------------------------------------------------------
     @contextmanager
@@ -392,6 +435,27 @@ class Store:
             counts["configurations"] += rows
         return problems, counts
 
+    def migrate(self) -> tuple[list[Path], int]:
+        """Rewrite the shards of older schema versions as the current version, in one
+        transaction (the rewritten shards are replaced as by ``compact``); shards already
+        current are not touched. Ids and values are unchanged. Returns the new shards and
+        how many old ones they replace.
+
+        Not needed to read or append: older shards are read as the current version. It
+        gives every Arrow tool one schema, and lets pyarrow < 26 read a version-1 store."""
+        with self.writing():
+            old = [Path(p) for p, v in self.schema_versions().items() if v < SCHEMA_VERSION]
+            if not old:
+                return [], 0
+            meta = {REPLACES_KEY: json.dumps([p.name for p in old]).encode()}
+            with self.transaction("compact", meta) as txn:
+                for path in old:
+                    txn.write(conform(pq.read_table(path)))
+                new = txn.commit()
+            for path in old:
+                path.unlink()
+            return new, len(old)
+
     def compact(self, min_rows: int = SHARD_ROWS // 2) -> list[Path]:
         """Merge shards smaller than ``min_rows`` rows into as few shards as possible.
 
@@ -407,7 +471,7 @@ class Store:
             with self.transaction("compact", meta) as txn:
                 for path in small:
                     for batch in pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP_ROWS):
-                        txn.write(batch)
+                        txn.write(conform(pa.Table.from_batches([batch])))  # any version
                 new = txn.commit()
             for path in small:
                 path.unlink()

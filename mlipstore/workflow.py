@@ -9,12 +9,12 @@ failed fit leaves it as it was, and running the same phase again completes it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import ase
@@ -142,7 +142,7 @@ class TrainingPhase:
         state.history.append({
             "generation": generation,
             "potential": state.current_potential,
-            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "added": len(good), "failed": len(failed),
             "dataset_hash": state.dataset_hash,
             "energy_rmse_test": metrics["test"]["energy_rmse"],
@@ -175,8 +175,13 @@ class TrainingPhase:
         from dvc.repo import Repo
 
         # DVC resolves stage paths against the working directory
-        with contextlib.chdir(self.layout.root), Repo(".") as repo:
-            repo.reproduce()
+        cwd = os.getcwd()
+        os.chdir(self.layout.root)
+        try:
+            with Repo(".") as repo:
+                repo.reproduce()
+        finally:
+            os.chdir(cwd)
 
     def _git_commit(self, generation: int) -> None:
         """Commit the generation (params, dvc.lock, metrics, state) and tag it gen-NN, so

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import DFT, cli, emt_frames, needs_shared, tree_digest
+from mlipstore.filters import ScanFilter
+from mlipstore.store import Store
 
 
 def _nan_forces(path):
@@ -72,14 +74,27 @@ def test_bad_file_rejected_and_store_unchanged(tmp_path, seeded_store, name):
 @pytest.mark.parametrize("original", ["dpdata/tests/poscars/OUTCAR.h2o.md",
                                       "dpdata/tests/poscars/Ti-aimd-nwrite0/vasprun.xml",
                                       "dpdata/tests/qe.scf/02.out"])
-def test_truncated_dft_output_rejected(tmp_path, seeded_store, original):
+def test_truncated_dft_output(tmp_path, seeded_store, original):
+    """A cut run keeps its complete steps, marked unfinished (tests/test_interrupted.py
+    cuts at many points); with --require-finished, or without one complete step, it is
+    rejected whole and the store is unchanged."""
     data = (DFT / original).read_bytes()
     cut = tmp_path / f"cut_{(DFT / original).name}"
     cut.write_bytes(data[: len(data) * 2 // 3])
     before = tree_digest(seeded_store)
-    result = cli("ingest", cut, "--store", seeded_store, "--quiet", expect=1)
+    result = cli("ingest", cut, "--store", seeded_store, "--quiet", "--require-finished",
+                 expect=1)
     assert cut.name in result.stderr and "incomplete" in result.stderr
     assert tree_digest(seeded_store) == before
+    result = cli("ingest", cut, "--store", seeded_store, "--quiet", expect=None)
+    table = Store(seeded_store).scan(ScanFilter(run_finished=False))
+    if result.exit_code:  # a single-step run cut in its step
+        assert "cut before its first complete step" in result.stderr
+        assert tree_digest(seeded_store) == before
+        assert table.num_rows == 0
+    else:
+        assert table.num_rows > 0
+        assert set(table.column("source_path").to_pylist()) == {str(cut)}
 
 
 def test_mixed_call_commits_good_file_unless_strict(tmp_path, emt_xyz):

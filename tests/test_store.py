@@ -31,7 +31,7 @@ def test_shard_schema_is_typed_and_documented(store_dir, emt_xyz):
     assert schema.field("positions").type == pa.list_(pa.list_(pa.float64(), 3))
     assert schema.field("forces").metadata[b"unit"] == b"eV/Angstrom"
     assert schema.field("cell").type == pa.list_(pa.list_(pa.float64(), 3), 3)
-    assert schema.field("stress").type == pa.list_(pa.float64(), 6)
+    assert schema.field("stress").type == pa.list_(pa.float64())  # 6 values, see test_migration
     # readable by plain Arrow, no mlipstore code involved
     table = ds.dataset(store_dir, format="parquet").to_table()
     assert table.num_rows == 6
@@ -170,9 +170,9 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
     # killed before COMMITTING: staged shards are discarded
     with store.writing(), store.transaction() as txn:
         from mlipstore.ingest import IngestReport, _tasks, read_task  # noqa: I001
-        from datetime import UTC, datetime
-        for task in _tasks([(other, None)], KeyMap(), (), False, (), IngestReport(),
-                           datetime.now(UTC)):
+        from datetime import datetime, timezone
+        for task in _tasks([(other, None)], KeyMap(), (), False, False, (), IngestReport(),
+                           datetime.now(timezone.utc)):
             for part in read_task(task):
                 txn.write(part.batch)
         txn._close_writer()
