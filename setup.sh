@@ -2,22 +2,26 @@
 # Set up mlipstore in ./.venv and run the pipeline on the demo data.
 #   bash setup.sh            install, then `dvc repro` (ingest -> export -> select -> train)
 #   bash setup.sh --install  install only
-# Python 3.11 to 3.13 (PYTHON=/path/to/python to choose). The versions of every package are
+# Python 3.10 to 3.13 (PYTHON=/path/to/python to choose). The versions of every package are
 # those of constraints.txt. TensorFlow trains on the CPU; where `nvidia-smi` sees a GPU
 # (or MLIPSTORE_GPU=1) TensorFlow's CUDA libraries are installed too and the fit runs there.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-supported() { "$1" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' \
+# supported PYTHON LOWEST: PYTHON is 3.LOWEST to 3.13
+supported() { "$1" -c "import sys; sys.exit(not (3, $2) <= sys.version_info[:2] <= (3, 13))" \
     >/dev/null 2>&1; }
 if [ ! -x .venv/bin/python ]; then
     PY=""
-    for candidate in ${PYTHON:-} python3 python3.13 python3.12 python3.11; do
-        if command -v "$candidate" >/dev/null && supported "$candidate"; then
-            PY=$candidate; break
+    # PYTHON, else python3 or the newest python3.x; a 3.10 only where there is no 3.11+
+    for candidate in ${PYTHON:+$PYTHON:10} python3:11 python3.13:11 python3.12:11 python3.11:11 \
+                     python3:10 python3.10:10; do
+        if command -v "${candidate%:*}" >/dev/null && supported "${candidate%:*}" "${candidate##*:}"
+        then
+            PY=${candidate%:*}; break
         fi
     done
-    [ -n "$PY" ] || { echo "setup.sh: no Python 3.11-3.13 found; set PYTHON=/path/to/python3.x" >&2
+    [ -n "$PY" ] || { echo "setup.sh: no Python 3.10-3.13 found; set PYTHON=/path/to/python3.x" >&2
                       exit 1; }
     "$PY" -m venv .venv
 fi

@@ -12,8 +12,11 @@ Each generation NN has ``.yace`` (for LAMMPS and ASE), ``.yaml`` (pacemaker's B-
 ids, params, baseline, input.yaml, git commit, versions, metrics). A generation exists
 once its ``.json`` is in place, which is written last.
 
-The deployed model is ACE plus the baseline it was trained on (delta learning), rebuilt
-from the lineage, so training and deployment cannot disagree.
+The deployed model is the reference energies plus ACE plus the baseline it was trained on
+(delta learning), rebuilt from the lineage, so training and deployment cannot disagree:
+the fit target is energy minus per-element reference energies, so the ``.yace`` carries
+them as its per-element constant ``E0``, which pyace's ASE calculator and LAMMPS's
+``pair_style pace`` add for every atom: both give DFT's total energy.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from ase import Atoms
 
 from ._io import write_json
@@ -149,6 +153,17 @@ def parent_for(dataset_sha256: str, models_dir: str | Path = MODELS_DIR) -> Pote
     return None
 
 
+def with_reference_energies(yace: str, reference_energies: dict[str, float]) -> str:
+    """A ``.yace`` text whose ``E0`` (eV per atom of each element, in the order of its
+    ``elements``) holds ``reference_energies`` (0 for an element without one)."""
+    head, sep, rest = yace.partition("\n")
+    elements = yaml.safe_load(head)["elements"]
+    e0 = "E0: [" + ", ".join(repr(float(reference_energies.get(e, 0.0))) for e in elements) + "]"
+    if rest.startswith("E0:"):
+        rest = rest.split("\n", 1)[1]
+    return f"{head}{sep}{e0}\n{rest}"
+
+
 def register(files: dict[str, Path], lineage: dict, models_dir: str | Path = MODELS_DIR
              ) -> Potential:
     """Copy a fit's files (keys: the SUFFIXES) into the registry as the generation of its
@@ -170,6 +185,9 @@ def register(files: dict[str, Path], lineage: dict, models_dir: str | Path = MOD
     for suffix in SUFFIXES:
         tmp = models_dir / f".{stem}{suffix}.tmp"
         shutil.copyfile(files[suffix], tmp)
+        if suffix == ".yace":
+            tmp.write_text(with_reference_energies(tmp.read_text(),
+                                                   lineage.get("reference_energies") or {}))
         staged.append((tmp, models_dir / f"{stem}{suffix}"))
     tmp = models_dir / f".{stem}.lammps.tmp"
     tmp.write_text(lammps)

@@ -95,6 +95,12 @@ def test_truncated_dft_output(tmp_path, seeded_store, original):
     else:
         assert table.num_rows > 0
         assert set(table.column("source_path").to_pylist()) == {str(cut)}
+        total = Store(seeded_store).scan().num_rows
+        for flag, rows in (("--unfinished-runs", table.num_rows),
+                           ("--finished-runs", total - table.num_rows)):
+            out = tmp_path / f"{flag}.pckl.gzip"
+            result = cli("export", "--store", seeded_store, "-o", out, flag, "--quiet")
+            assert result.output.startswith(f"wrote {rows} configurations"), flag
 
 
 def test_mixed_call_commits_good_file_unless_strict(tmp_path, emt_xyz):

@@ -137,6 +137,26 @@ def test_deployed_model_is_ace_plus_the_recorded_baseline(tmp_path):
                       (2, 2): rebuilt.pair_parameters("Ti", "Ti")}
 
 
+def test_deployed_model_gives_total_energies(tmp_path):
+    """The fit target is energy minus the reference energies; the .yace adds them back."""
+    from pyace import PyACECalculator
+
+    files = _unfitted_yace(tmp_path, ["Al", "Ti"])
+    refs = {"Ti": -850.8123456789, "Al": -1.2345678912}
+    potential = register(files, {"elements": ["Al", "Ti"], "baseline": None,
+                                 "reference_energies": refs}, tmp_path / "models")
+    atoms = emt_frames(1, symbols="Al")[0]
+    atoms.symbols[:3] = "Ti"
+    energies = []
+    for calc in (potential.calculator(), PyACECalculator(str(files[".yace"]))):
+        copy = atoms.copy()
+        copy.calc = calc
+        energies.append(copy.get_potential_energy())
+    assert energies[0] - energies[1] == pytest.approx(3 * refs["Ti"] + 5 * refs["Al"],
+                                                      abs=1e-9)
+    assert "E0: [-1.2345678912, -850.8123456789]" in potential.path.read_text()
+
+
 def test_zbl_lammps_lines(tmp_path):
     files = _unfitted_yace(tmp_path, ["Al", "Ti"])
     zbl = ZBL(0.9, 2.1)
