@@ -36,12 +36,16 @@ def filter_options(func):
     @functools.wraps(func)
     def wrapper(*args, elements, min_atoms, max_atoms, min_energy_per_atom,
                 max_energy_per_atom, max_force, filter_tags, run_finished, **kwargs):
-        where = ScanFilter(
-            elements=elements.split(",") if elements else None,
-            min_atoms=min_atoms, max_atoms=max_atoms,
-            min_energy_per_atom=min_energy_per_atom, max_energy_per_atom=max_energy_per_atom,
-            max_force=max_force, tags=filter_tags or None, run_finished=run_finished,
-        )
+        try:
+            where = ScanFilter(
+                elements=elements.split(",") if elements else None,
+                min_atoms=min_atoms, max_atoms=max_atoms,
+                min_energy_per_atom=min_energy_per_atom,
+                max_energy_per_atom=max_energy_per_atom,
+                max_force=max_force, tags=filter_tags or None, run_finished=run_finished,
+            )
+        except ValueError as err:
+            raise click.BadParameter(str(err), param_hint="--elements") from err
         return func(*args, where=where, **kwargs)
     return wrapper
 
@@ -128,6 +132,8 @@ def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
 
             plot_distributions(store.scan(columns=["n_atoms", "energy", "free_energy",
                                                    "max_force", "chemical_system"]), plot)
+    if plot:  # on stderr, so that --json's output stays one JSON document
+        click.echo(f"wrote {plot}", err=as_json)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -270,7 +276,7 @@ def verify_cmd(store_dir) -> None:
 
 
 @main.command("stage")
-@click.argument("name", type=click.Choice(["ingest", "export", "select", "train"]))
+@click.argument("name", type=click.Choice(["validate", "ingest", "export", "select", "train"]))
 @click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Project root (with params.yaml).")
 @click.option("--quiet", is_flag=True, help="No progress display.")
@@ -412,13 +418,17 @@ def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) ->
 
     pool = read_candidates(candidates)
     try:
-        chosen = screen(potential, pool, gamma_threshold, d_optimal)
+        result = screen(potential, pool, gamma_threshold, d_optimal)
     except PacemakerError as err:
         raise click.ClickException(str(err)) from err
+    chosen = result.chosen
     for c in chosen:
         click.echo(f"{c.gamma:10.3f}  {c.source}:{c.frame}")
-    click.echo(f"{len(chosen)} of {len(pool)} structures above gamma {gamma_threshold} "
+    click.echo(f"{len(result.above)} of {len(pool)} structures above gamma {gamma_threshold} "
                f"({potential.path.stem})")
+    if len(chosen) < len(result.above):
+        click.echo(f"kept {len(chosen)} of them, chosen D-optimally against the active set "
+                   f"(at most {d_optimal}; pace_select keeps only structures that add to it)")
     if output:
         write_candidates(chosen, output)
         click.echo(f"wrote {output}")

@@ -283,10 +283,9 @@ class TrainingConfig(_Strict):
 
 
 class IngestParams(_Strict):
-    """The ingest stage: new files of the inbox go into the store."""
+    """The ingest stage: new files of the inbox (``data/raw``) go into the store
+    (``data/store``); the paths are dvc.yaml's (``layout.Layout``), not settings."""
 
-    inbox: str = "data/raw"
-    store: str = "data/store"
     # glob (matched against the path inside the inbox) -> --key-map text
     key_maps: dict[str, str] = {}
     tags: list[str] = []
@@ -313,6 +312,15 @@ class ExportParams(_Strict):
     reference_energies: Literal["auto", "none"] | dict[str, float] = "auto"
     rereference: bool = False
     allow_mixed_references: bool = False
+
+    @field_validator("reference_energies", "elements")
+    @classmethod
+    def _known_elements(cls, value):
+        unknown = [s for s in (value if isinstance(value, (dict, list)) else [])
+                   if s not in chemical_symbols[1:]]
+        if unknown:
+            raise ValueError(f"unknown element(s) {unknown} (symbols such as Al, Ti)")
+        return value
 
     def scan_filter(self) -> ScanFilter:
         fields = self.model_dump(exclude={"reference_energies", "rereference",

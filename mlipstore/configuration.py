@@ -178,7 +178,8 @@ class Configuration:
                 wanted += f" nor energy_corrected (label {key_map.energy_corrected!r})"
             raise FrameError(
                 f"no {wanted}; labels present: {labels.present()}; "
-                "map them with --key-map, e.g. energy=REF_energy,forces=REF_forces"
+                "map them with --key-map (in a project: params.yaml ingest.key_maps), e.g. "
+                "energy=REF_energy,forces=REF_forces"
             )
 
         def scalar(name: str) -> float | None:

@@ -172,8 +172,9 @@ def export_for_pacemaker(store: Store, path: str | Path, where: ScanFilter | Non
     ``writer``, e.g. one of ``trainers.FORMATS``), atomically."""
     table = store.scan(where)
     if table.num_rows == 0:
+        present = elements_of(store.scan(columns=["chemical_system"]))
         raise ExportError(f"no configurations in {store.root} match the filter: nothing to "
-                          "export")
+                          f"export (the store has {' '.join(present) or 'no'} elements)")
     try:
         df = pacemaker_frame(table, reference_energies, progress=progress,
                              rereference=rereference,

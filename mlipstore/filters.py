@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+from ase.data import chemical_symbols
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class ScanFilter:
     max_force: float | None = None
     tags: Sequence[str] | None = None
     run_finished: bool | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.elements or () if s not in chemical_symbols[1:]]
+        if unknown:
+            raise ValueError(f"unknown element symbol(s) {', '.join(unknown)} (symbols are "
+                             "case-sensitive: Al, Ti)")
 
     def expression(self) -> ds.Expression | None:
         """The part of the filter Parquet can evaluate (row-group statistics prune)."""

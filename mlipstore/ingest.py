@@ -10,15 +10,15 @@ of the call are committed in one atomic step (nothing at all with ``strict``).
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing as mp
 import os
-import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -141,7 +141,6 @@ KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
 TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
 
 FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task
-PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
 PARALLEL_MIN_BYTES = 16 << 20  # below this, starting worker processes costs more than it saves
 
 
@@ -264,18 +263,62 @@ def _run(tasks: Iterable[ReadTask], workers: int
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` processes that die with this one (a killed ingest leaves none behind).
 
-    They are forked on Linux: the caller's ``__main__`` is not imported again (scripts need
-    no main guard), and Arrow re-creates its thread pools in a forked child."""
-    context = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent,
-                               initargs=(os.getpid(),))
+    They are never forked from this process, which runs threads (Arrow's, BLAS's): a fork
+    copies whatever lock another thread holds at that moment, held for good, and the child
+    can deadlock on it. On Linux a fork server (a fresh single-threaded interpreter started
+    on first use, one per process) forks them; elsewhere they are spawned. Either way they
+    import mlipstore afresh and the caller's ``__main__`` is not run again in them (scripts
+    need no main guard): they run mlipstore's functions only."""
+    return ProcessPoolExecutor(workers, mp_context=_WorkerContext(),
+                               initializer=_die_with_parent)
 
 
-def _die_with_parent(parent: int) -> None:
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before prctl took effect
+_BaseContext = type(mp.get_context("forkserver" if sys.platform == "linux" else "spawn"))
+_MAIN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _main_unseen() -> Iterator[None]:
+    """Hide the caller's script from multiprocessing while it starts a worker: otherwise it
+    tells the worker to run the script (or ``-m`` module) again, as ``__mp_main__``, and a
+    script without a main guard would run everything before its ingest call there (and
+    start another ingest). Only ``__main__``'s ``__spec__`` and ``__file__`` change, for
+    the few milliseconds of the start."""
+    with _MAIN_LOCK:
+        main = vars(sys.modules["__main__"])
+        saved = {name: main[name] for name in ("__spec__", "__file__") if name in main}
+        main.pop("__file__", None)
+        main["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.pop("__spec__", None)
+            main.update(saved)
+
+
+class _WorkerProcess(_BaseContext.Process):
+    def start(self) -> None:
+        with _main_unseen():
+            super().start()
+
+
+class _WorkerContext(_BaseContext):
+    Process = _WorkerProcess
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: exit as soon as the process that started the pool is gone (its
+    end of a pipe closes, however it died). The worker's own parent is the fork server,
+    so PR_SET_PDEATHSIG would not do."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
         os._exit(1)
+
+    threading.Thread(target=watch, name="mlipstore-parent-watch", daemon=True).start()
 
 
 def _result(task: ReadTask, future: Future) -> tuple[ReadTask, list[Parsed]]:

@@ -18,6 +18,10 @@ class Layout:
         return self.root / "params.yaml"
 
     @property
+    def params_valid(self) -> Path:  # written once params.yaml is valid; every stage's dep
+        return self.root / "data" / "params_valid.txt"
+
+    @property
     def inbox(self) -> Path:  # raw DFT outputs waiting to be ingested
         return self.root / "data" / "raw"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._io import write_json
+from ._io import atomic_write, write_json
 from .config import Params, TrainingConfig
 from .dataset import DatasetBuilder, read_own_pickle
 from .export import write_pickle_gzip
@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 
 class StageError(RuntimeError):
     """A stage could not finish; the message says why. Nothing was registered."""
+
+
+PARAMS_VALID = "params.yaml is valid (checked by 'mlipstore stage validate')\n"
+
+
+def stage_validate(builder: DatasetBuilder, progress: bool = True) -> str:
+    """The whole params.yaml was validated when ``builder`` loaded it (ConfigError names
+    every bad key). The marker's content never changes, so the stages after it re-run
+    only for their own parameters, but a typo anywhere stops ``dvc repro`` here, before
+    any stage has removed its outputs."""
+    with atomic_write(builder.layout.params_valid) as fh:
+        fh.write(PARAMS_VALID)
+    return f"{builder.layout.params} is valid"
 
 
 def stage_ingest(builder: DatasetBuilder, progress: bool = True) -> str:
@@ -88,15 +101,19 @@ def stage_train(builder: DatasetBuilder, progress: bool = True) -> str:
             write_pickle_gzip(_for_pacemaker(test, None), test_path)
         result = runner.train(work / "train.pckl.gzip", work / "fit", elements, test_path,
                               progress=progress, initial_potential=start["path"])
+        rest = pool[~pool["name"].isin(set(selection["ids"]))]
         metrics = {"train": summarize(read_own_pickle(result.train_predictions)),
-                   "test": _test_metrics(result.test_predictions)}
+                   "test": _test_metrics(result.test_predictions),
+                   "rest": _rest_metrics(result.potential_yace, rest, elements)}
         lineage = _lineage(builder, export, selection, train, test, elements, dataset, start,
                            result, metrics)
         potential = register({".yace": result.potential_yace, ".yaml": result.potential_yaml,
                               ".asi": result.active_set, ".log": result.log},
                              lineage, layout.models)
-        _write_plots(layout.plots, result.train_predictions, result.test_predictions)
-        write_dimer_curves(potential, layout.plots, params.training.ace_basis_config.r_cut)
+        _write_plots(layout.plots, result.train_predictions, result.test_predictions,
+                     export.get("baseline"))
+        write_dimer_curves(potential, layout.plots, params.training.ace_basis_config.r_cut,
+                           training_structures=train["ase_atoms"])
     write_json(layout.metrics, {"generation": potential.generation, **metrics})
     t = metrics["train"]
     parent = start["parent"]
@@ -177,11 +194,42 @@ def _test_metrics(path: Path | None) -> dict:
     return summarize(read_own_pickle(path))
 
 
-def _write_plots(plots: Path, train_pred: Path, test_pred: Path | None) -> None:
+def _rest_metrics(yace: Path, rest: pd.DataFrame, elements: list[str]) -> dict:
+    """Metrics on the pool structures the selection left out (maxvol picks the most unusual
+    ones for training, so train errors run high; the rest shows the typical ones), from the
+    fitted .yace (without reference energies: targets are energy_corrected); structures
+    with an element the potential was not fitted to are left out."""
+    fitted = rest[rest["ase_atoms"].map(lambda a: set(a.get_chemical_symbols()) <= set(elements))]
+    if fitted.empty:
+        return _test_metrics(None)
+    from pyace import PyACECalculator
+
+    calc = PyACECalculator(str(yace))
+    energy, forces = [], []
+    for atoms in fitted["ase_atoms"]:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        energy.append(atoms.get_potential_energy())
+        forces.append(atoms.get_forces())
+    return summarize(pd.DataFrame({"energy_corrected": fitted["energy_corrected"].to_numpy(),
+                                   "energy_pred": energy, "forces": list(fitted["forces"]),
+                                   "forces_pred": forces}))
+
+
+def _write_plots(plots: Path, train_pred: Path, test_pred: Path | None,
+                 baseline: dict | None = None) -> None:
+    """Parity data for ``dvc plots`` (CSV, drawn by Vega in a browser) and the same as
+    PNGs (``plots/parity_energy.png``, ``parity_forces.png``, ``errors.png``), which
+    need neither a browser nor a network."""
+    from .metrics import write_parity_images
+
+    preds = {}
     for split, path in (("train", train_pred), ("test", test_pred)):
         pred = read_own_pickle(path) if path is not None else pd.DataFrame(
             columns=["forces", "forces_pred", "energy_corrected", "energy_pred"])
         write_parity(pred, plots / f"energy_{split}.csv", plots / f"forces_{split}.csv")
+        preds[split] = pred
+    write_parity_images(plots, preds["train"], preds["test"], baseline)
 
 
 def _ids_digest(ids: list[str]) -> str:
@@ -235,6 +283,7 @@ def _version(package: str) -> str | None:
 
 
 STAGES = {
+    "validate": stage_validate,
     "ingest": stage_ingest,
     "export": stage_export,
     "select": stage_select,

@@ -58,19 +58,30 @@ def extrapolation_grades(potential: Potential, structures: Sequence[ase.Atoms]) 
     return np.array(grades)
 
 
+@dataclass
+class Screening:
+    """``above``: the candidates with gamma above the threshold, most extrapolative first;
+    ``chosen``: those to compute (all of ``above``, or the D-optimal subset of them)."""
+
+    above: list[Candidate]
+    chosen: list[Candidate]
+
+
 def screen(potential: Potential, candidates: list[Candidate],
            threshold: float = DEFAULT_GAMMA_THRESHOLD, d_optimal: int | None = None
-           ) -> list[Candidate]:
-    """Candidates with gamma above ``threshold``, most extrapolative first; with
-    ``d_optimal`` at most that many, chosen by pace_select against the active set."""
+           ) -> Screening:
+    """Grade every candidate (``Candidate.gamma``) and choose the ones above ``threshold``;
+    with ``d_optimal``, at most that many, chosen by pace_select against the active set
+    (it keeps only structures that add to the active set, so possibly fewer)."""
     grades = extrapolation_grades(potential, [c.atoms for c in candidates])
     for candidate, gamma in zip(candidates, grades, strict=True):
         candidate.gamma = gamma
-    chosen = sorted((c for c in candidates if c.gamma > threshold), key=lambda c: -c.gamma)
-    if d_optimal is not None and len(chosen) > d_optimal:
-        keep = _pace_select(potential, [c.atoms for c in chosen], d_optimal)
-        chosen = [c for i, c in enumerate(chosen) if i in keep]
-    return chosen
+    above = sorted((c for c in candidates if c.gamma > threshold), key=lambda c: -c.gamma)
+    chosen = above
+    if d_optimal is not None and len(above) > d_optimal:
+        keep = _pace_select(potential, [c.atoms for c in above], d_optimal)
+        chosen = [c for i, c in enumerate(above) if i in keep]
+    return Screening(above, chosen)
 
 
 def _pace_select(potential: Potential, structures: list[ase.Atoms], n: int) -> set[int]:

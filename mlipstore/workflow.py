@@ -125,8 +125,7 @@ class TrainingPhase:
                                 f"{failed[0]}")
         # the registry numbers generations; its next number names the data folder
         folder = f"gen_{next_generation(self.layout.models):02d}"
-        if good:
-            DatasetBuilder(self.layout.root).add_data(good, folder=folder)
+        added = DatasetBuilder(self.layout.root).add_data(good, folder=folder) if good else []
         before = [p.meta for p in list_potentials(self.layout.models)]
         self._reproduce()
         potentials = list_potentials(self.layout.models)
@@ -150,7 +149,7 @@ class TrainingPhase:
         })
         state.save(self.state_path)
         if self.commit:
-            self._git_commit(generation)
+            self._git_commit(generation, added)
         return potential
 
     def _sort(self, results: Iterable[DFTResult]) -> tuple[list[ase.Atoms], list[str]]:
@@ -183,18 +182,72 @@ class TrainingPhase:
         finally:
             os.chdir(cwd)
 
-    def _git_commit(self, generation: int) -> None:
-        """Commit the generation (params, dvc.lock, metrics, state) and tag it gen-NN, so
-        that `dvc metrics diff gen-01 gen-03` compares generations."""
+    def _git_commit(self, generation: int, added: Iterable[Path] = ()) -> None:
+        """Commit the generation and tag it gen-NN, so that `dvc metrics diff gen-01 gen-03`
+        compares generations. The commit holds what the pipeline recorded (see
+        ``_pipeline_paths``), the workflow state and the new inbox files: nothing else of
+        the project, untracked or staged, goes in. An existing tag is never moved."""
         def git(*args: str) -> subprocess.CompletedProcess:
             return subprocess.run(["git", *args], cwd=self.layout.root, capture_output=True,
                                   text=True)
 
         if git("rev-parse", "--git-dir").returncode != 0:
             return
-        git("add", "-A")
-        done = git("commit", "-q", "-m", f"mlipstore cycle: generation {generation:02d}")
-        if done.returncode == 0:
-            git("tag", "-f", f"gen-{generation:02d}")
-        else:
+        root = self.layout.root.resolve()
+        wanted = {os.path.relpath(p, root)
+                  for p in [*self._pipeline_paths(), self.state_path.resolve(),
+                            *(Path(a).resolve() for a in added)]}
+        # a path that neither exists nor is tracked would fail the whole `git add`
+        paths = sorted(p for p in wanted if (root / p).exists() or git("ls-files", "--", p).stdout)
+        staged = []
+        if paths:  # (no paths at all would mean the whole tree to git)
+            staging = git("add", "-A", "--", *paths)
+            if staging.returncode != 0:  # e.g. a path git ignores; the others are staged
+                log.warning("git add: %s", staging.stderr.strip())
+            staged = [name for name in git("diff", "--cached", "--name-only", "--relative",
+                                           "-z", "--", *paths).stdout.split("\0") if name]
+        if not staged:
+            log.warning("generation %02d: nothing to commit", generation)
+            return
+        done = git("commit", "-q", "-m", f"mlipstore cycle: generation {generation:02d}",
+                   "--only", "--", *staged)
+        if done.returncode != 0:
             log.warning("could not commit generation %02d: %s", generation, done.stderr.strip())
+            return
+        tag = f"gen-{generation:02d}"
+        head = git("rev-parse", "HEAD").stdout.strip()
+        tagged = git("rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}").stdout.strip()
+        if not tagged:
+            if git("tag", tag).returncode != 0:
+                log.warning("generation %02d is committed (%s) but could not be tagged %s",
+                            generation, head[:12], tag)
+        elif tagged != head:
+            log.warning("generation %02d is committed (%s) but not tagged: tag %s already "
+                        "names commit %s, and is left there; 'git tag -f %s %s' moves it",
+                        generation, head[:12], tag, tagged[:12], tag, head[:12])
+
+    def _pipeline_paths(self) -> list[Path]:
+        """What a run of the pipeline leaves for git to hold: each dvc.yaml with its
+        dvc.lock, the outputs DVC does not cache (metrics, plots, markers), the .gitignore
+        files DVC keeps beside the outputs it does cache, and the inputs no stage produces
+        (params.yaml, the inbox), as absolute paths inside the project."""
+        from dvc.repo import Repo
+
+        root = self.layout.root.resolve()
+        paths: set[Path] = set()
+        with Repo(str(root)) as repo:
+            stages = list(repo.index.stages)
+            produced = {Path(out.fs_path) for stage in stages for out in stage.outs}
+            for stage in stages:
+                dvcfile = Path(stage.dvcfile.path)
+                paths.add(dvcfile)
+                if dvcfile.suffix == ".yaml":
+                    paths.add(dvcfile.with_suffix(".lock"))
+                for out in stage.outs:
+                    path = Path(out.fs_path)
+                    paths.add(path.parent / ".gitignore" if out.use_cache else path)
+                for dep in stage.deps:
+                    path = Path(dep.fs_path)
+                    if not any(path == out or out in path.parents for out in produced):
+                        paths.add(path)
+        return [p for p in paths if root in p.parents]

@@ -39,6 +39,11 @@ def write(tmp_path, text: str):
     ("training:\n  pacemaker_extra: {fit: {weighting: {}}}\n", "set through training.weighting"),
     ("training:\n  pacemaker_extra: {data: {filename: x}}\n", "set through the pipeline"),
     ("training:\n  pacemaker_extra: {fitting: {}}\n", "not a section of pacemaker's"),
+    # paths are dvc.yaml's, not settings (they were accepted and never read)
+    ("ingest:\n  inbox: elsewhere\n", "ingest.inbox = 'elsewhere': unknown key"),
+    ("export:\n  reference_energies: {Xx: 1}\n", "unknown element(s) ['Xx']"),
+    ("export:\n  elements: [al, Ti]\n", "unknown element(s) ['al']"),
+    ("export:\n  run_finished: maybe\n", "export.run_finished = 'maybe'"),
 ])
 def test_bad_params_are_errors_that_name_key_and_value(tmp_path, text, needle):
     with pytest.raises(ConfigError) as err:

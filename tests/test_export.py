@@ -102,3 +102,35 @@ def test_fast_atoms_equal_constructed_ones_and_survive_pickling():
         assert again == atoms and again.arrays["numbers"].dtype == np.int64
         made.positions[0] += 1.0  # its own arrays: the source is not changed
         assert made != atoms
+
+
+def test_exported_files_get_the_umask_mode(tmp_path, emt_xyz):
+    """Not mkstemp's private 0600: every file the project writes follows the umask."""
+    import os
+    import stat
+
+    store = tmp_path / "store"
+    cli("ingest", emt_xyz, "--store", store, "--quiet")
+    old = os.umask(0o022)
+    try:
+        for fmt, name in (("pacemaker", "a.pckl.gzip"), ("extxyz", "a.extxyz")):
+            out = tmp_path / name
+            cli("export", "--store", store, "-o", out, "--format", fmt, "--quiet")
+            assert stat.S_IMODE(out.stat().st_mode) == 0o644, fmt
+        os.umask(0o077)
+        cli("export", "--store", store, "-o", tmp_path / "private.pckl.gzip", "--quiet")
+        assert stat.S_IMODE((tmp_path / "private.pckl.gzip").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_unknown_elements_are_refused_and_the_store_says_what_it_has(tmp_path, emt_xyz):
+    store = tmp_path / "store"
+    cli("ingest", emt_xyz, "--store", store, "--quiet")
+    for bad in ("Xx", "cu,au"):
+        result = cli("export", "--store", store, "-o", tmp_path / "x.pckl.gzip", "--elements",
+                     bad, expect=2)
+        assert "unknown element symbol(s)" in result.output and "case-sensitive" in result.output
+    result = cli("export", "--store", store, "-o", tmp_path / "x.pckl.gzip", "--elements",
+                 "Al", expect=1)
+    assert "(the store has Au Cu elements)" in result.output

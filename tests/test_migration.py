@@ -63,14 +63,19 @@ def test_v1_store_reads_exports_and_verifies_unchanged(tmp_path, v1_store):
     assert tree_digest(v1_store) == before  # reading never rewrites
 
 
-@needs_pyarrow_26
-def test_new_data_goes_beside_v1_shards(tmp_path, v1_store):
+def add_new_data(tmp_path, store_dir, n: int) -> Store:
+    """Ingest ``n`` EMT frames with today's mlipstore (version-2 shards)."""
     import ase.io
 
     path = tmp_path / "emt.extxyz"
-    ase.io.write(path, emt_frames(4))
-    cli("ingest", path, "--store", v1_store, "--quiet")
-    store = Store(v1_store)
+    ase.io.write(path, emt_frames(n))
+    cli("ingest", path, "--store", store_dir, "--quiet")
+    return Store(store_dir)
+
+
+@needs_pyarrow_26
+def test_new_data_goes_beside_v1_shards(tmp_path, v1_store):
+    store = add_new_data(tmp_path, v1_store, 4)
     assert sorted(store.schema_versions().values()) == [1, 1, SCHEMA_VERSION]
     table = store.scan()
     assert table.num_rows == 22
@@ -80,12 +85,7 @@ def test_new_data_goes_beside_v1_shards(tmp_path, v1_store):
 
 @needs_pyarrow_26
 def test_migrate_rewrites_only_old_shards_and_keeps_every_value(tmp_path, v1_store):
-    import ase.io
-
-    path = tmp_path / "emt.extxyz"
-    ase.io.write(path, emt_frames(3))
-    cli("ingest", path, "--store", v1_store, "--quiet")
-    store = Store(v1_store)
+    store = add_new_data(tmp_path, v1_store, 3)
     current = [p for p, v in store.schema_versions().items() if v == SCHEMA_VERSION]
     ids = store.ids()
     before = store.scan().sort_by("id")

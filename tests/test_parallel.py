@@ -7,6 +7,7 @@ import importlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -84,19 +85,28 @@ def test_parallel_ingest_stores_what_serial_ingest_stores(tmp_path, monkeypatch)
     assert row_groups == parallel_row_groups
 
 
+class _Exit9:
+    """Unpickled (in a worker process), it ends that process with exit status 9."""
+
+    def __reduce__(self):
+        return os._exit, (9,)
+
+
 def test_dead_worker_fails_the_call_cleanly(tmp_path, monkeypatch):
     raw = _inputs(tmp_path)
     store_dir = tmp_path / "store"
     cli("ingest", raw / "c.extxyz.gz", "--store", store_dir, "--quiet")
     before = tree_digest(store_dir)
 
-    def die(task):  # forked workers inherit this: the one parsing b.extxyz dies
-        if task.path.name == "b.extxyz":
-            os._exit(9)
-        return real_read_task(task)
+    class DyingPool(ingest_module.ProcessPoolExecutor):
+        # workers are not forked from this process: a patch here does not reach them, but
+        # what they receive does: the worker given b.extxyz's task dies unpickling it
+        def submit(self, fn, *args):
+            if args[0].path.name == "b.extxyz":
+                return super().submit(fn, _Exit9())
+            return super().submit(fn, *args)
 
-    real_read_task = ingest_module.read_task
-    monkeypatch.setattr(ingest_module, "read_task", die)
+    monkeypatch.setattr(ingest_module, "ProcessPoolExecutor", DyingPool)
     result = cli("ingest", raw, "--store", store_dir, "-j", "2", "--quiet", expect=1)
     assert "a worker process died" in result.stderr
     assert "nothing was committed" in result.stderr
@@ -133,3 +143,87 @@ def test_workers_die_with_a_killed_ingest():
     while any(map(_running, workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in workers if _running(pid)]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every running process below ``pid``: children, their children, ..."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return [p for p in found if _running(p)]
+
+
+def test_a_killed_ingest_leaves_no_process_behind():
+    """Not a worker, nor what starts them (a fork server), nor multiprocessing's helpers."""
+    proc = subprocess.Popen([sys.executable, "-c", POOL_SCRIPT], stdout=subprocess.PIPE,
+                            text=True)
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    below = _descendants(proc.pid)
+    assert set(workers) <= set(below)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(map(_running, below)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in below if _running(pid)]
+
+
+HELD = threading.Lock()
+
+
+def _held_lock_is_free() -> bool:  # in a worker
+    if HELD.acquire(blocking=False):
+        HELD.release()
+        return True
+    return False
+
+
+def test_workers_do_not_inherit_a_held_lock():
+    """A worker forked from this process would get a copy of HELD, locked, with no thread
+    there that could ever release it (a deadlock, had it waited for it). Workers are
+    started by a fresh process, not forked from this one, which runs threads."""
+    with HELD, ingest_module.worker_pool(2) as pool:
+        assert pool.submit(_held_lock_is_free).result()
+        assert pool.submit(os.getppid).result() != os.getpid()
+        assert pool._mp_context.get_start_method() != "fork"
+
+
+NO_GUARD_SCRIPT = """
+import sys
+from mlipstore import Store
+from mlipstore.ingest import ingest
+
+with open(sys.argv[3], "a") as fh:  # once per run of this file, in whichever process
+    fh.write("ran\\n")
+report = ingest([sys.argv[1]], Store(sys.argv[2], create=True), workers=2)
+print(report.summary())
+"""
+
+
+def test_a_script_without_main_guard_ingests_in_parallel(tmp_path):
+    """Workers do not run the calling script again, and no fork of a process with threads
+    is warned about (Python 3.12+ warns; an error filter would drop the warning)."""
+    raw = _inputs(tmp_path)
+    script = tmp_path / "script.py"
+    script.write_text(NO_GUARD_SCRIPT)
+    ran = tmp_path / "ran.txt"
+    result = subprocess.run([sys.executable, "-W", "always::DeprecationWarning", str(script),
+                             str(raw), str(tmp_path / "parallel"), str(ran)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "use of fork()" not in result.stderr
+    assert ran.read_text() == "ran\n"
+    serial = ingest([raw], Store(tmp_path / "serial", create=True), workers=1)
+    assert result.stdout == serial.summary() + "\n"
+    table, row_groups = _stored(tmp_path / "serial")
+    parallel_table, parallel_row_groups = _stored(tmp_path / "parallel")
+    assert table.equals(parallel_table) and row_groups == parallel_row_groups

@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 from ase.build import bulk
 
-from conftest import REPO
+from conftest import REPO, tree_digest
 from mlipstore.config import Params, load_params
 from mlipstore.potentials import Potential, list_potentials
 from mlipstore.project import template_text
@@ -126,6 +126,33 @@ def test_bad_params_name_the_key(tmp_path):
     assert result.returncode == 1
     assert "training.loss_weights.stress = 0.5" in result.stderr
     assert "no stress term" in result.stderr
+
+
+def test_a_typo_anywhere_in_params_fails_before_anything_is_removed(tmp_path):
+    root = new_project(tmp_path / "proj", SMALL)
+    split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 60)])
+    run(["dvc", "repro"], root)
+    outputs = ["metrics.json", "plots", "data/export", "data/selection/selected.json"]
+    before = {name: tree_digest(root / name) if (root / name).is_dir()
+              else (root / name).read_bytes() for name in outputs}
+    good = (root / "params.yaml").read_text()
+    for bad, named in ((good + "selct:\n  method: random\n", "selct: unknown key"),
+                       (good.replace("max_epochs:", "max_epochs: -1 #"),
+                        "training.max_epochs = -1"),
+                       (good.replace("test_fraction: 0.1", "test_fraction: 2"),
+                        "split.test_fraction = 2")):
+        (root / "params.yaml").write_text(bad)
+        result = run(["dvc", "repro"], root, check=False)
+        assert result.returncode != 0
+        assert named in result.stdout + result.stderr
+        assert "Running stage 'validate'" in result.stdout
+        assert not {"ingest", "export", "select", "train"} & set(ran_stages(result.stdout))
+        after = {name: tree_digest(root / name) if (root / name).is_dir()
+                 else (root / name).read_bytes() for name in outputs}
+        assert after == before, named
+    (root / "params.yaml").write_text(good)
+    out = run(["dvc", "repro"], root).stdout
+    assert ran_stages(out) == []  # the marker is the same: nothing after it re-runs
 
 
 def test_repo_pipeline_is_the_template():

@@ -12,6 +12,7 @@ import resource
 import signal
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import ase.io
 import pandas as pd
@@ -22,7 +23,13 @@ from mlipstore import Store, ingest
 from mlipstore.export import export_for_pacemaker
 from pipeline_helpers import BIN, DEMO, TINY_BASIS, new_project, run, split_extxyz
 
-FORK = multiprocessing.get_context("fork")  # children inherit the imports: a kill costs ms
+# Children to kill are forked (they inherit the imports: a kill costs ms), but never from
+# pytest's process: it runs threads (Arrow's pools, xdist's I/O), and a fork copies a lock
+# another thread holds, held for good (a kill test once hung on tqdm's). They are forked
+# from the helper of the ``kill`` fixture, a fresh process that runs no other thread.
+# Children that need no quick start come from a fork server (as ingest's workers do).
+FORK = multiprocessing.get_context("fork")
+CLEAN = multiprocessing.get_context("forkserver")
 
 
 def _batch(tmp_path, k: int, frames: int = 40):
@@ -46,7 +53,7 @@ def _export_child(store_dir, out):
 
 def _kill_at_random(target, args, delay: float) -> bool:
     """Run target(*args) in a forked child and SIGKILL it after ``delay`` s; True if the
-    kill landed before the child finished."""
+    kill landed before the child finished. Runs in the helper of the ``kill`` fixture."""
     child = FORK.Process(target=target, args=args)
     child.start()
     child.join(delay)
@@ -57,11 +64,22 @@ def _kill_at_random(target, args, delay: float) -> bool:
     return landed
 
 
+@pytest.fixture
+def kill(monkeypatch):
+    """``_kill_at_random`` run in a helper process (see FORK), spawned with an environment
+    in which numpy's BLAS and Arrow's jemalloc start no idle threads either."""
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.setenv("JE_ARROW_MALLOC_CONF", "background_thread:false")
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as helper:
+        yield lambda *args: helper.submit(_kill_at_random, *args).result()
+
+
 def _ids(store_dir) -> list[str]:
     return Store(store_dir).scan(columns=["id"]).column("id").to_pylist()
 
 
-def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
+def test_kills_leave_the_store_before_or_after(tmp_path, record_property, kill):
     store_dir = tmp_path / "store"
     Store(store_dir, create=True)
     rng = random.Random(7)
@@ -78,8 +96,7 @@ def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
         batch = _batch(tmp_path, k)
         new = {c.id for c in _configs(batch)}
         before = set(_ids(store_dir))
-        hit = _kill_at_random(_ingest_child, ([batch], store_dir),
-                              rng.uniform(0, window * duration))
+        hit = kill(_ingest_child, ([batch], store_dir), rng.uniform(0, window * duration))
         landed["ingest"] += hit
         window *= 1.25 if hit else 0.8  # whatever this machine's speed and load
         kills += 1
@@ -94,12 +111,10 @@ def test_kills_leave_the_store_before_or_after(tmp_path, record_property):
         assert set(after) == before | new and len(after) == len(set(after))
         if k % 10 == 9:  # compaction and export are killed too
             ids = set(after)
-            landed["compact"] += _kill_at_random(_compact_child, (store_dir,),
-                                                 rng.uniform(0, 0.5))
+            landed["compact"] += kill(_compact_child, (store_dir,), rng.uniform(0, 0.5))
             out = tmp_path / "out.pckl.gzip"
             out.unlink(missing_ok=True)
-            landed["export"] += _kill_at_random(_export_child, (store_dir, out),
-                                                rng.uniform(0, 1.0))
+            landed["export"] += kill(_export_child, (store_dir, out), rng.uniform(0, 1.0))
             kills += 2
             assert set(_ids(store_dir)) == ids and len(_ids(store_dir)) == len(ids)
             if out.exists():  # an export is complete or absent, never half-written
@@ -125,7 +140,7 @@ def test_concurrent_writers_all_land(tmp_path, record_property):
     Store(store_dir, create=True)
     batches = [_batch(tmp_path, k, frames=30) for k in range(6)]
     expected = set().union(*({c.id for c in _configs(b)} for b in batches))
-    writers = [FORK.Process(target=_ingest_child, args=([b], store_dir)) for b in batches]
+    writers = [CLEAN.Process(target=_ingest_child, args=([b], store_dir)) for b in batches]
     for w in writers:
         w.start()
     views = []

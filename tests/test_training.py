@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -15,7 +16,16 @@ from conftest import emt_frames
 from mlipstore.config import Params
 from mlipstore.pipeline import run_stage
 from mlipstore.potentials import Potential, list_potentials
-from pipeline_helpers import BIN, DEMO, env, split_extxyz
+from pipeline_helpers import (
+    BIN,
+    DEMO,
+    TINY_BASIS,
+    env,
+    metrics,
+    new_project,
+    run,
+    split_extxyz,
+)
 
 TINY = {"number_of_functions_per_element": 10, "nradmax_by_orders": [6, 2, 1],
         "lmax_by_orders": [0, 1, 1]}
@@ -179,3 +189,17 @@ def test_basis_larger_than_the_data_is_refused_before_the_fit(project, tmp_path,
     with pytest.raises(PacemakerError, match=r"per element \(5000\): Al \d+, Ti \d+.*at most"):
         train(project, too_big, tmp_path / "rec", monkeypatch)
     assert not (tmp_path / "rec").exists() and not (project / "models").exists()
+
+
+def test_metrics_cover_the_pool_structures_left_out(tmp_path):
+    """maxvol trains on the unusual structures: `rest` reports the others."""
+    root = new_project(tmp_path / "proj", {**TINY_BASIS, "training.max_epochs": 3,
+                                           "select.method": "random",
+                                           "select.n_structures": 20})
+    split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 60)])
+    run(["dvc", "repro"], root)
+    m = metrics(root)
+    pool = pd.read_pickle(root / "data" / "export" / "pool.pckl.gzip", compression="gzip")
+    assert m["train"]["n_structures"] == 20
+    assert m["rest"]["n_structures"] == len(pool) - 20 > 0
+    assert np.isfinite(m["rest"]["energy_rmse"]) and m["rest"]["forces_rmse"] > 0

@@ -87,7 +87,7 @@ def test_three_generations_and_screening(tmp_path, fake_pacemaker, record_proper
     candidates = tmp_path / "candidates.xyz"
     ase.io.write(candidates, trained + squeezed, format="extxyz")
     pool = read_candidates([candidates])
-    chosen = screen(gen3, pool, threshold=1.0)
+    chosen = screen(gen3, pool, threshold=1.0).chosen
     grades = {c.frame: c.gamma for c in chosen}
     record_property("figure", (
         "screening: gamma of trained structures "
@@ -97,9 +97,10 @@ def test_three_generations_and_screening(tmp_path, fake_pacemaker, record_proper
     assert list(grades.values()) == sorted(grades.values(), reverse=True)
     out = run([str(BIN / "mlipstore"), "screen", str(candidates), "--potential", "gen_03",
                "--d-optimal", "2", "-o", str(tmp_path / "next_dft.xyz")], root).stdout
-    assert "structures above gamma 1.0" in out
+    assert "4 of 12 structures above gamma 1.0" in out  # all above, before thinning
     picked = ase.io.read(tmp_path / "next_dft.xyz", ":")
     assert 0 < len(picked) <= 2 and all(a.info["gamma"] > 1 for a in picked)
+    assert f"kept {len(picked)} of them, chosen D-optimally" in out
 
 
 def test_killed_training_leaves_state_and_resumes(tmp_path):
@@ -131,3 +132,45 @@ def test_killed_training_leaves_state_and_resumes(tmp_path):
     state = WorkflowState.load(root / "workflow_state.yaml")
     assert state.generation == 2 and [h["added"] for h in state.history] == [30, 30]
     assert Store(root / "data" / "store").scan(columns=["id"]).num_rows == 60
+
+
+def test_cycle_commits_the_generation_only_and_moves_no_tag(tmp_path):
+    root = new_project(tmp_path / "loop", SMALL)
+    first, second = tmp_path / "a_TiAl_tutorial.xyz", tmp_path / "b_TiAl_tutorial.xyz"
+    split_extxyz(DEMO, [(first, 0, 30), (second, 30, 60)])
+    (root / "notes.txt").write_text("my notes\n")  # the user's, untracked
+    (root / "dvc_plots").mkdir()  # what `dvc plots show` writes (not ignored)
+    (root / "dvc_plots" / "index.html").write_text("<html></html>\n")
+    (root / "draft.md").write_text("staged, for a commit of the user's own\n")
+    run(["git", "add", "draft.md"], root)
+    run(["git", "tag", "gen-02"], root)  # taken already: by the init commit
+    init = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    mlipstore = str(BIN / "mlipstore")
+
+    def committed() -> set[str]:
+        return set(run(["git", "show", "--name-only", "--format=", "HEAD"],
+                       root).stdout.split())
+
+    def status() -> set[str]:
+        return set(run(["git", "status", "--porcelain"], root).stdout.splitlines())
+
+    run([mlipstore, "cycle", str(first)], root)
+    files = committed()
+    assert {"dvc.lock", "metrics.json", "workflow_state.yaml", "data/params_valid.txt",
+            "data/.gitignore", "plots/energy_test.csv"} <= files
+    assert any(f.startswith("data/raw/gen_01/") for f in files)
+    assert not [f for f in files if f in ("notes.txt", "draft.md")
+                or f.startswith("dvc_plots/")]
+    # everything else of the generation is in the commit; the user's files are as they were
+    assert status() == {"?? notes.txt", "?? dvc_plots/", "A  draft.md"}
+    head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    assert run(["git", "rev-parse", "gen-01^{commit}"], root).stdout.strip() == head
+
+    result = run([mlipstore, "cycle", str(second)], root)
+    assert "generation 02: 30 new result(s)" in result.stdout
+    assert "not tagged: tag gen-02 already names commit" in result.stderr
+    assert run(["git", "rev-parse", "gen-02^{commit}"], root).stdout.strip() == init
+    assert run(["git", "log", "-1", "--format=%s"], root).stdout.strip() == \
+        "mlipstore cycle: generation 02"
+    assert any(f.startswith("data/raw/gen_02/") for f in committed())
+    assert status() == {"?? notes.txt", "?? dvc_plots/", "A  draft.md"}
