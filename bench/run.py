@@ -112,10 +112,10 @@ def store_files(store: Path) -> list[Path]:
     return sorted(store.glob("*.parquet"))
 
 
-def ingest(files: list[Path], store: Path) -> Run:
+def ingest(files: list[Path], store: Path, *options: str) -> Run:
     shutil.rmtree(store, ignore_errors=True)
     return run([MLIPSTORE, "ingest", *map(str, files), "--store", str(store),
-                         "--quiet"])
+                         "--quiet", *options])
 
 
 def export(store: Path, out: Path, *filters: str) -> Run:
@@ -244,7 +244,8 @@ def table(results: dict) -> str:
                        (f"export, filtered (elements {ELEMENTS}, {LOW} to {HIGH} eV/atom: "
                         f"{r.get('filtered_export_rows', 0):,} configurations)",
                         "filtered_export"),
-                       ("ingest at 10N", "ingest_10n"), ("export at 10N", "export_10n")):
+                       ("ingest at 10N (1 process)", "ingest_10n"),
+                       ("export at 10N", "export_10n")):
         if f"{key}_s" in r:
             rss = r.get(f"{key}_rss_mb")
             lines.append(f"| {label} | {r[f'{key}_s']:.1f} s | "
@@ -296,7 +297,9 @@ def main(n: int, work: str, peers: bool, scaling: bool, with_dvc: bool, full_exp
         run_peers(work_dir, files, store, raw)
     if scaling:
         big = generate(work_dir / "data", 10 * n, seed=1)
-        step = ingest(big, work_dir / "store10")
+        # as many processes as at N (one: below PARALLEL_MIN_BYTES), so that the memory of
+        # the two is compared like for like
+        step = ingest(big, work_dir / "store10", "-j", "1")
         raw["ingest_10n_s"], raw["ingest_10n_rss_mb"] = step.seconds, step.peak_rss_mb
         step = export(work_dir / "store10", work_dir / "export10.pckl.gzip")
         raw["export_10n_s"], raw["export_10n_rss_mb"] = step.seconds, step.peak_rss_mb

@@ -88,7 +88,7 @@ def main(verbose: bool) -> None:
 @click.option("--strict", is_flag=True, help="Commit nothing if anything is rejected.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1),
-              help="Processes that parse in parallel; default: all cores for 16 MiB of "
+              help="Processes that parse in parallel; default: all cores for 128 MiB of "
               "input or more, else 1.")
 def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, require_finished, strict,
                quiet, jobs) -> None:
