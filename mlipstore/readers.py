@@ -169,12 +169,6 @@ def _incomplete(fmt: str) -> str:
             "end (the run did not finish or the file was cut)")
 
 
-def check_finished(path: Path, fmt: str) -> None:
-    """Raise FileError if a DFT output lacks the marker of a finished run."""
-    if not is_finished(path, fmt):
-        raise FileError(_incomplete(fmt))
-
-
 def complete_steps(path: Path, fmt: str) -> tuple[int, int]:
     """The number of complete steps of a (cut) DFT output by its ``STEP_RULES`` rule, and
     the byte offset (of the decompressed text) where the last of them ends. One pass."""
