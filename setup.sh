@@ -40,3 +40,6 @@ export PATH="$PWD/.venv/bin:$PATH"   # dvc runs the stages' `mlipstore stage ...
 dvc repro
 mlipstore potentials
 dvc metrics show
+echo
+echo "Commit the result so that 'dvc metrics diff' and 'dvc exp' have a baseline:"
+echo "  git add -A && git commit -m 'demo fit'"

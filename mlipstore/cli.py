@@ -70,6 +70,9 @@ def main(verbose: bool) -> None:
     """A versioned store of DFT training data for ACE potentials (pacemaker)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # DVC prints its own lines (``dvc repro`` in cycle); through the root logger as well
+    # each would appear twice
+    logging.getLogger("dvc").propagate = False
 
 
 @main.command("ingest")

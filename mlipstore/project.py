@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from importlib.resources import files
 from pathlib import Path
@@ -44,7 +45,14 @@ def init_project(root: str | Path, remote: str | Path | None = None,
     if not (layout.root / ".git").exists():
         _git(layout.root, "init", "-q")
     if not (layout.root / ".dvc").exists():
-        Repo.init(str(layout.root))
+        # DVC would say "You can now commit the changes to git.": this function commits
+        dvc_log = logging.getLogger("dvc")
+        level = dvc_log.level
+        dvc_log.setLevel(logging.WARNING)
+        try:
+            Repo.init(str(layout.root))
+        finally:
+            dvc_log.setLevel(level)
     if add_default_remote and (remote is not None or remote_url(layout.root) is None):
         add_remote(layout.root, remote or default_remote_path(layout.root))
     _git(layout.root, "add", "-A")

@@ -144,6 +144,9 @@ def test_cycle_commits_the_generation_only_and_moves_no_tag(tmp_path):
     (root / "draft.md").write_text("staged, for a commit of the user's own\n")
     run(["git", "add", "draft.md"], root)
     run(["git", "tag", "gen-02"], root)  # taken already: by the init commit
+    fresh = run([str(BIN / "mlipstore"), "init", str(tmp_path / "fresh")], tmp_path)
+    # init commits what it created: DVC's "You can now commit the changes" is not passed on
+    assert "commit the changes" not in fresh.stdout + fresh.stderr
     init = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     mlipstore = str(BIN / "mlipstore")
 
@@ -154,7 +157,10 @@ def test_cycle_commits_the_generation_only_and_moves_no_tag(tmp_path):
     def status() -> set[str]:
         return set(run(["git", "status", "--porcelain"], root).stdout.splitlines())
 
-    run([mlipstore, "cycle", str(first)], root)
+    said = run([mlipstore, "cycle", str(first)], root)
+    said = said.stdout + said.stderr
+    # DVC's own lines once, not again through mlipstore's logging
+    assert said.count("Running stage 'train'") == 1, said
     files = committed()
     assert {"dvc.lock", "metrics.json", "workflow_state.yaml", "data/params_valid.txt",
             "data/.gitignore", "plots/energy_test.csv"} <= files
