@@ -3,7 +3,9 @@
 Data flow: raw DFT files -> ``readers`` -> ``ingest`` -> ``store`` (Parquet shards)
 -> ``export`` (fit targets: ``targets``; other trainers: ``trainers``) / ``selection``
 (``DatasetBuilder``) -> ``pacemaker`` (``PacemakerRunner``) -> ``potentials`` (registry,
-lineage); ``pipeline`` and ``cli`` are thin shells over these.
+lineage); ``pipeline`` and ``cli`` are thin shells over these. The active-learning loop
+(``loop``): ``explore`` (MD watching the extrapolation grade) -> ``oracle`` (labels) ->
+``workflow`` (``TrainingPhase``: add, reproduce, register).
 """
 
 from importlib import import_module
@@ -19,7 +21,10 @@ from .store import Store, StoreError
 _LAZY = {
     "config": ["ConfigError", "Params", "TrainingConfig", "load_params"],
     "dataset": ["DatasetBuilder"],
+    "explore": ["Exploration", "explore"],
     "export": ["ExportError", "export_for_pacemaker", "pacemaker_frame"],
+    "loop": ["ActiveLearningLoop"],
+    "oracle": ["CalculatorOracle", "label"],
     "pacemaker": ["PacemakerError", "PacemakerRunner"],
     "potentials": ["Potential", "list_potentials"],
     "selection": ["MaxVolSelection", "RandomSelection", "Selection"],
@@ -29,6 +34,7 @@ _LAZY = {
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 __all__ = [
+    "ActiveLearningLoop", "CalculatorOracle", "Exploration", "explore", "label",
     "ConfigError", "Configuration", "DatasetBuilder", "ExportError", "FileError",
     "FrameError", "IngestReport", "KeyMap", "MaxVolSelection", "PacemakerError",
     "PacemakerRunner", "Params", "Potential", "RandomSelection", "Rejection", "ScanFilter",

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
@@ -396,6 +397,115 @@ def cycle_cmd(paths, project, no_commit) -> None:
     generation = WorkflowState.load(phase.state_path).generation
     click.echo(f"generation {generation:02d}: {good} new result(s), "
                f"{len(results) - good} skipped; {potential.path}")
+
+
+def _floats(text: str | None) -> list[float] | None:
+    return None if text is None else [float(x) for x in text.split(",") if x.strip()]
+
+
+@main.command("explore")
+@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False))
+@click.option("--potential", "which", default=None,
+              help="Generation (gen_02, 2) or path; default: the latest.")
+@click.option("--start", "start_file", type=click.Path(exists=True, dir_okay=False),
+              help="Starting structures from this file instead of the store.")
+@click.option("--ensemble", type=click.Choice(["langevin", "nvt", "npt"]))
+@click.option("--temperatures", help="K, comma-separated, e.g. 300,1000.")
+@click.option("--pressures", help="GPa, comma-separated (npt).")
+@click.option("--steps", type=int)
+@click.option("--timestep", "timestep_fs", type=float, help="fs.")
+@click.option("--trajectories", type=int)
+@click.option("--gamma-lower", type=float)
+@click.option("--gamma-upper", type=float)
+@click.option("--max-candidates", type=int)
+@click.option("--workers", type=int, help="Processes (default: all cores).")
+@click.option("-o", "--output", type=click.Path(file_okay=False),
+              help="Folder of the results; default: explore/gen_NN of the project.")
+def explore_cmd(project, which, start_file, ensemble, temperatures, pressures, steps,
+                timestep_fs, trajectories, gamma_lower, gamma_upper, max_candidates,
+                workers, output) -> None:
+    """MD with a generation's potential, collecting the frames it extrapolates on.
+
+    Settings come from params.yaml's `explore` section; the options override them."""
+    import ase.io
+
+    from .config import ConfigError, ExploreParams, load_params
+    from .explore import explore, pick_starts, write_exploration
+    from .layout import Layout
+    from .pacemaker import PacemakerError
+    from .potentials import Potential, RegistryError
+
+    layout = Layout(Path(project))
+    overrides = {k: v for k, v in {
+        "ensemble": ensemble, "temperatures_K": _floats(temperatures),
+        "pressures_GPa": _floats(pressures), "steps": steps, "timestep_fs": timestep_fs,
+        "trajectories": trajectories, "gamma_lower": gamma_lower,
+        "gamma_upper": gamma_upper, "max_candidates": max_candidates}.items()
+        if v is not None}
+    try:
+        params = load_params(layout.params) if layout.params.exists() else None
+        base = params.explore.model_dump() if params else {}
+        settings = ExploreParams.model_validate({**base, **overrides})
+        potential = Potential.load(which, layout.models)
+    except (ConfigError, RegistryError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    if start_file:
+        starts = ase.io.read(start_file, ":")
+    else:
+        starts = pick_starts(layout.store, settings)
+    out = Path(output) if output else layout.exploration(potential.generation)
+    try:
+        result = explore(potential, starts, settings, workers, progress=True)
+    except (PacemakerError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    summary = write_exploration(result, out)
+    for run in result.runs:
+        click.echo(f"run {run.index}: {run.temperature_K:g} K, {run.steps_run} steps "
+                   f"({run.stable_time_ps:g} ps), largest gamma {max(run.max_gamma):.3g}"
+                   + (f"; stopped: {run.stopped}" if run.stopped else ""))
+    click.echo(f"{summary['collected']} frames with gamma in ({settings.gamma_lower:g}, "
+               f"{settings.gamma_upper:g}], {summary['candidates']} candidates "
+               f"({potential.path.stem}); wrote {out}/candidates.extxyz, explore.json, "
+               "gamma.png")
+
+
+@main.command("loop")
+@click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False))
+@click.option("--generations", type=int, help="The last generation (default: params.yaml's "
+              "loop.generations).")
+@click.option("--oracle", help="module:factory of an ASE calculator, or 'external' "
+              "(default: params.yaml's loop.oracle).")
+@click.option("--dask", "dask_scheduler", help="Label on this Dask cluster (address or "
+              "scheduler file).")
+@click.option("--workers", type=int, help="Local label and MD processes.")
+@click.option("--no-commit", is_flag=True, help="Do not commit and tag the generations.")
+def loop_cmd(project, generations, oracle, dask_scheduler, workers, no_commit) -> None:
+    """Active learning: explore -> label -> train, generation after generation.
+
+    Resumable: run it again after a kill and it continues where it stopped."""
+    from .config import ConfigError, load_params
+    from .layout import Layout
+    from .loop import ActiveLearningLoop
+    from .workflow import WorkflowError
+
+    try:
+        params = load_params(Layout(Path(project)).params)
+        loop = params.loop.model_dump()
+        loop.update({k: v for k, v in {"oracle": oracle, "dask_scheduler": dask_scheduler,
+                                        "workers": workers}.items() if v is not None})
+        params = params.model_validate({**params.model_dump(), "loop": loop})
+        runner = ActiveLearningLoop(project, params, commit=not no_commit, progress=True)
+        reports = runner.run(generations)
+    except (ConfigError, WorkflowError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    for r in reports:
+        e = r.exploration
+        test = (f"holdout {r.holdout['energy_rmse']:.1f} meV/atom, "
+                f"{r.holdout['forces_rmse']:.1f} meV/Å; " if r.holdout else "")
+        click.echo(f"generation {r.generation:02d}: {test}{100 * e['fraction_above_lower']:.1f}%"
+                   f" of MD steps above gamma {e['gamma_lower']:g}, stable "
+                   f"{e['stable_time_ps']['mean']:g} ps, {e['candidates']} candidates")
+    click.echo(f"stopped: {reports[-1].stop}")
 
 
 @main.command("screen")

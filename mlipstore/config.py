@@ -291,15 +291,8 @@ class IngestParams(_Strict):
     tags: list[str] = []
 
 
-class ExportParams(_Strict):
-    """The export stage: which configurations, and the fit targets.
-
-    A source's own ``energy_corrected`` is the target unless ``rereference``; the others
-    are energy minus ``reference_energies``: ``auto`` (the sources' own references where
-    some targets are theirs, else fitted to the training pool by least squares), a mapping
-    (eV), or ``none`` (zero). Targets made with different references are refused unless
-    ``allow_mixed_references`` (see ``targets``).
-    """
+class FilterParams(_Strict):
+    """Which configurations of the store (the fields of ``filters.ScanFilter``)."""
 
     elements: list[str] | None = None
     min_atoms: PositiveInt | None = None
@@ -309,23 +302,41 @@ class ExportParams(_Strict):
     max_force: PositiveFloat | None = None
     tags: list[str] | None = None
     run_finished: bool | None = None  # true: only finished runs; false: only cut runs
-    reference_energies: Literal["auto", "none"] | dict[str, float] = "auto"
-    rereference: bool = False
-    allow_mixed_references: bool = False
 
-    @field_validator("reference_energies", "elements")
+    @field_validator("elements")
     @classmethod
-    def _known_elements(cls, value):
-        unknown = [s for s in (value if isinstance(value, (dict, list)) else [])
-                   if s not in chemical_symbols[1:]]
+    def _known_symbols(cls, value):
+        unknown = [s for s in value or [] if s not in chemical_symbols[1:]]
         if unknown:
             raise ValueError(f"unknown element(s) {unknown} (symbols such as Al, Ti)")
         return value
 
     def scan_filter(self) -> ScanFilter:
-        fields = self.model_dump(exclude={"reference_energies", "rereference",
-                                          "allow_mixed_references"})
-        return ScanFilter(**fields)
+        return ScanFilter(**self.model_dump(include=set(FilterParams.model_fields)))
+
+
+class ExportParams(FilterParams):
+    """The export stage: which configurations, and the fit targets.
+
+    A source's own ``energy_corrected`` is the target unless ``rereference``; the others
+    are energy minus ``reference_energies``: ``auto`` (the sources' own references where
+    some targets are theirs, else fitted to the training pool by least squares), a mapping
+    (eV), or ``none`` (zero). Targets made with different references are refused unless
+    ``allow_mixed_references`` (see ``targets``).
+    """
+
+    reference_energies: Literal["auto", "none"] | dict[str, float] = "auto"
+    rereference: bool = False
+    allow_mixed_references: bool = False
+
+    @field_validator("reference_energies")
+    @classmethod
+    def _known_elements(cls, value):
+        unknown = [s for s in (value if isinstance(value, dict) else [])
+                   if s not in chemical_symbols[1:]]
+        if unknown:
+            raise ValueError(f"unknown element(s) {unknown} (symbols such as Al, Ti)")
+        return value
 
 
 class SplitParams(_Strict):
@@ -359,6 +370,73 @@ class SelectParams(_Strict):
         })
 
 
+class ExploreParams(_Strict):
+    """Exploration (``mlipstore explore``, the loop's first step): molecular dynamics with a
+    generation's potential, watching its extrapolation grade gamma.
+
+    ``trajectories`` independent runs start from structures of the store chosen by
+    ``start`` (at random, by ``seed``) and cycle through the temperatures (and, for
+    ``npt``, the pressures). Frames whose largest atomic gamma lies in
+    (``gamma_lower``, ``gamma_upper``] are collected, at most one per
+    ``collect_every_steps``; a run stops at gamma above ``gamma_upper``, a non-finite
+    energy or force, two atoms closer than ``min_distance_A``, or a temperature above
+    ``max_temperature_factor`` times its target. The collected frames are thinned
+    D-optimally against the active set to at most ``max_candidates``."""
+
+    ensemble: Literal["langevin", "nvt", "npt"] = "langevin"
+    temperatures_K: list[PositiveFloat] = [300.0, 1000.0]
+    pressures_GPa: list[float] = [0.0]  # npt only
+    steps: PositiveInt = 1000
+    timestep_fs: PositiveFloat = 1.0
+    trajectories: PositiveInt = 4
+    friction_per_fs: PositiveFloat = 0.01  # langevin
+    damping_fs: PositiveFloat = 100.0  # nvt/npt thermostat (and npt barostat: 10 times it)
+    gamma_lower: PositiveFloat = 2.0
+    gamma_upper: PositiveFloat = 10.0
+    collect_every_steps: PositiveInt = 10
+    max_candidates: PositiveInt = 20
+    min_distance_A: PositiveFloat = 0.6
+    max_temperature_factor: PositiveFloat = 5.0
+    seed: int = 0
+    start: FilterParams = FilterParams()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ExploreParams:
+        if self.gamma_upper <= self.gamma_lower:
+            raise ValueError(f"gamma_upper ({self.gamma_upper}) must exceed gamma_lower "
+                             f"({self.gamma_lower})")
+        return self
+
+
+class LoopParams(_Strict):
+    """The active-learning loop (``mlipstore loop``): explore -> label -> train.
+
+    ``oracle``: ``module:factory`` of an ASE calculator that labels the candidates (e.g.
+    ``ase.calculators.emt:EMT``), called with ``oracle_kwargs``; or ``external``: the
+    candidates are written as DFT input folders and the loop stops until their results
+    come back through ``mlipstore cycle``. ``dask_scheduler``: the address (or scheduler
+    file) of a Dask cluster to label on; without it, ``workers`` local processes.
+    ``holdout``: a labelled file (any format mlipstore reads) each generation is tested
+    on. The loop stops early when exploration finds no candidate or every trajectory
+    ran ``target_stable_time_ps``."""
+
+    generations: PositiveInt = 3
+    oracle: str = "external"
+    oracle_kwargs: dict[str, Any] = {}
+    dask_scheduler: str | None = None
+    workers: PositiveInt | None = None
+    label_timeout_s: PositiveFloat | None = None
+    holdout: str | None = None
+    target_stable_time_ps: PositiveFloat | None = None
+
+    @field_validator("oracle")
+    @classmethod
+    def _oracle_form(cls, value: str) -> str:
+        if value != "external" and value.count(":") != 1:
+            raise ValueError(f"{value!r} is neither 'external' nor 'module:factory'")
+        return value
+
+
 class Params(_Strict):
     """The whole params.yaml."""
 
@@ -367,6 +445,8 @@ class Params(_Strict):
     split: SplitParams = SplitParams()
     select: SelectParams = SelectParams()
     training: TrainingConfig = TrainingConfig()
+    explore: ExploreParams = ExploreParams()
+    loop: LoopParams = LoopParams()
 
 
 def _describe(err: ValidationError, data: dict, source: str) -> str:

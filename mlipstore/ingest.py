@@ -272,8 +272,14 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     on first use, one per process) forks them; elsewhere they are spawned. Either way they
     import mlipstore afresh and the caller's ``__main__`` is not run again in them (scripts
     need no main guard): they run mlipstore's functions only."""
-    return ProcessPoolExecutor(workers, mp_context=_WorkerContext(),
+    return ProcessPoolExecutor(workers, mp_context=worker_context(),
                                initializer=_die_with_parent)
+
+
+def worker_context() -> mp.context.BaseContext:
+    """The multiprocessing context mlipstore starts its worker processes with (see
+    ``worker_pool``)."""
+    return _WorkerContext()
 
 
 _BaseContext = type(mp.get_context("forkserver" if sys.platform == "linux" else "spawn"))

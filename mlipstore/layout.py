@@ -60,3 +60,15 @@ class Layout:
     @property
     def plots(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def explore_dir(self) -> Path:  # the active-learning loop: one folder per generation
+        return self.root / "explore"
+
+    def exploration(self, generation: int) -> Path:
+        """What exploring generation ``generation``'s potential found (and its labels)."""
+        return self.explore_dir / f"gen_{generation:02d}"
+
+    @property
+    def loop_metrics(self) -> Path:  # the newest generation's test and exploration figures
+        return self.explore_dir / "loop.json"

@@ -22,10 +22,11 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
-from ase.units import _e, _eps0
 
-# e^2 / (4 pi eps0) in eV Angstrom (14.399645...)
-COULOMB = _e**2 / (4 * np.pi * _eps0) / 1e-10 / _e
+# e^2 / (4 pi eps0) in eV Angstrom as LAMMPS's metal units have it (qqr2e), so that
+# pair_style zbl in the deployed .lammps lines gives exactly the baseline trained against
+# (CODATA's value, which pyace's ZBL uses, is 2.4e-8 relative above it)
+COULOMB = 14.399645
 ZBL_COEFFS = np.array([0.18175, 0.50986, 0.28022, 0.02817])
 ZBL_EXPONENTS = np.array([3.19980, 0.94229, 0.40290, 0.20162])
 
@@ -117,7 +118,7 @@ class ZBL(PairPotential):
         coeffs = [f"pair_coeff {a + 1} {b + 1} zbl {atomic_numbers[elements[a]]:.1f} "
                   f"{atomic_numbers[elements[b]]:.1f}"
                   for a in range(len(elements)) for b in range(a, len(elements))]
-        return f"zbl {self.inner:g} {self.cutoff:g}", coeffs
+        return f"zbl {_number(self.inner)} {_number(self.cutoff)}", coeffs
 
 
 class LennardJones(PairPotential):
@@ -171,8 +172,9 @@ class LennardJones(PairPotential):
         for a in range(len(elements)):
             for b in range(a, len(elements)):
                 eps, sigma = self.pair_parameters(elements[a], elements[b])
-                coeffs.append(f"pair_coeff {a + 1} {b + 1} lj/cut {eps:.10g} {sigma:.10g}")
-        return f"lj/cut {self.cutoff:g}", ["pair_modify pair lj/cut shift yes", *coeffs]
+                coeffs.append(f"pair_coeff {a + 1} {b + 1} lj/cut {_number(eps)} "
+                              f"{_number(sigma)}")
+        return f"lj/cut {_number(self.cutoff)}", ["pair_modify pair lj/cut shift yes", *coeffs]
 
 
 def from_description(description: dict | None) -> PairPotential | None:
@@ -185,6 +187,11 @@ def from_description(description: dict | None) -> PairPotential | None:
         return LennardJones(description["cutoff"], description["elements"],
                             description["pairs"])
     raise ValueError(f"unknown baseline type {description['type']!r}")
+
+
+def _number(x: float) -> str:
+    """The shortest text that reads back as exactly ``x`` (no exponent, for LAMMPS)."""
+    return np.format_float_positional(float(x), trim="-")
 
 
 def lammps_input(yace: str, elements: Sequence[str], baseline: PairPotential | None,

@@ -79,12 +79,14 @@ def screen(potential: Potential, candidates: list[Candidate],
     above = sorted((c for c in candidates if c.gamma > threshold), key=lambda c: -c.gamma)
     chosen = above
     if d_optimal is not None and len(above) > d_optimal:
-        keep = _pace_select(potential, [c.atoms for c in above], d_optimal)
+        keep = pace_select(potential, [c.atoms for c in above], d_optimal)
         chosen = [c for i, c in enumerate(above) if i in keep]
     return Screening(above, chosen)
 
 
-def _pace_select(potential: Potential, structures: list[ase.Atoms], n: int) -> set[int]:
+def pace_select(potential: Potential, structures: list[ase.Atoms], n: int) -> set[int]:
+    """Indices of at most ``n`` of ``structures``, chosen D-optimally against the
+    potential's active set by pace_select (only those that add to it)."""
     with tempfile.TemporaryDirectory(prefix="mlipstore-screen-") as tmp:
         tmp = Path(tmp)
         pool = tmp / "candidates.pkl.gz"

@@ -129,7 +129,9 @@ class TrainingPhase:
         before = [p.meta for p in list_potentials(self.layout.models)]
         self._reproduce()
         potentials = list_potentials(self.layout.models)
-        if not potentials or potentials[-1].meta in before:
+        # a generation registered by a run killed before it was recorded is this one's
+        if not potentials or (potentials[-1].meta in before
+                              and potentials[-1].generation <= state.generation):
             raise WorkflowError("dvc repro trained no new potential: no new data and no "
                                 "changed settings since the last generation")
         potential = potentials[-1]
@@ -149,7 +151,7 @@ class TrainingPhase:
         })
         state.save(self.state_path)
         if self.commit:
-            self._git_commit(generation, added)
+            self.commit_generation(generation, added)
         return potential
 
     def _sort(self, results: Iterable[DFTResult]) -> tuple[list[ase.Atoms], list[str]]:
@@ -182,7 +184,8 @@ class TrainingPhase:
         finally:
             os.chdir(cwd)
 
-    def _git_commit(self, generation: int, added: Iterable[Path] = ()) -> None:
+    def commit_generation(self, generation: int, added: Iterable[Path] = (),
+                          what: str = "mlipstore cycle") -> None:
         """Commit the generation and tag it gen-NN, so that `dvc metrics diff gen-01 gen-03`
         compares generations. The commit holds what the pipeline recorded (see
         ``_pipeline_paths``), the workflow state and the new inbox files: nothing else of
@@ -209,7 +212,7 @@ class TrainingPhase:
         if not staged:
             log.warning("generation %02d: nothing to commit", generation)
             return
-        done = git("commit", "-q", "-m", f"mlipstore cycle: generation {generation:02d}",
+        done = git("commit", "-q", "-m", f"{what}: generation {generation:02d}",
                    "--only", "--", *staged)
         if done.returncode != 0:
             log.warning("could not commit generation %02d: %s", generation, done.stderr.strip())

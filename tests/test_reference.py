@@ -10,7 +10,7 @@ from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.calculators.lj import LennardJones as AseLJ
 
-from mlipstore.reference import ZBL, LennardJones
+from mlipstore.reference import COULOMB, ZBL, LennardJones
 
 
 def tial(seed=0) -> Atoms:
@@ -24,15 +24,18 @@ LJ_PARAMS = {"Al": {"epsilon": 0.3, "sigma": 2.4}, "Ti": {"epsilon": 0.5, "sigma
 
 
 def test_zbl_matches_pyace_and_lammps_switch():
+    from pyace import data_aug
     from pyace.data_aug import ZBLCalculator
 
     atoms = tial()
     atoms.positions[1] = atoms.positions[0] + [0.9, 0.3, 0.1]  # a close pair: ZBL matters
     ours, theirs = atoms.copy(), atoms.copy()
     ours.calc, theirs.calc = ZBL(1.0, 2.3), ZBLCalculator(cut_in=1.0, cutoff=2.3)
-    assert ours.get_potential_energy() == pytest.approx(theirs.get_potential_energy(),
-                                                        rel=1e-10)
-    assert np.allclose(ours.get_forces(), theirs.get_forces(), rtol=1e-9, atol=1e-9)
+    scale = COULOMB / data_aug.K  # pyace has CODATA's e^2/(4 pi eps0), ours LAMMPS's
+    assert abs(scale - 1) < 5e-8
+    assert ours.get_potential_energy() == pytest.approx(
+        scale * theirs.get_potential_energy(), rel=1e-10)
+    assert np.allclose(ours.get_forces(), scale * theirs.get_forces(), rtol=1e-9, atol=1e-9)
     dimer = Atoms("AlTi", positions=[[0, 0, 0], [0, 0, 2.3 - 1e-9]])
     dimer.calc = ZBL(1.0, 2.3)
     assert abs(dimer.get_potential_energy()) < 1e-9  # switched to zero at the outer cutoff
