@@ -124,11 +124,17 @@ def pick_starts(store_dir: str | Path, settings: ExploreParams, salt: int = 0
                 ) -> list[ase.Atoms]:
     """``settings.trajectories`` structures of the store matching ``settings.start``, at
     random (seed ``settings.seed + salt``), fewer if fewer match."""
+    from dataclasses import replace
+
     from .store import Store
 
-    starts = list(Store(store_dir).iter_atoms(settings.start.scan_filter()))
-    picked = np.random.default_rng(settings.seed + salt).permutation(len(starts))
-    return [starts[i] for i in picked[:settings.trajectories]]
+    store = Store(store_dir)
+    where = settings.start.scan_filter()
+    ids = store.scan(where, columns=["id"]).column("id").to_pylist()
+    rng = np.random.default_rng(settings.seed + salt)
+    picked = [ids[i] for i in rng.permutation(len(ids))[:settings.trajectories]]
+    by_id = {a.info["mlipstore_id"]: a for a in store.iter_atoms(replace(where, ids=picked))}
+    return [by_id[i] for i in picked]
 
 
 def _md_run(basis_yaml: str, active_set: str, baseline: dict | None, atoms: ase.Atoms,

@@ -25,6 +25,7 @@ class ScanFilter:
     tags: configurations carrying at least one of these tags.
     run_finished: True, only steps of runs that finished; False, only the complete steps
         of runs that were cut before their end.
+    ids: only these configuration ids (a selection stored as ids).
     """
 
     elements: Sequence[str] | None = None
@@ -35,6 +36,7 @@ class ScanFilter:
     max_force: float | None = None
     tags: Sequence[str] | None = None
     run_finished: bool | None = None
+    ids: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.elements or () if s not in chemical_symbols[1:]]
@@ -68,6 +70,8 @@ class ScanFilter:
             terms.append(pc.field("max_force") <= self.max_force)
         if self.run_finished is not None:  # null in version-1 shards: finished runs
             terms.append(pc.coalesce(pc.field("run_finished"), True) == self.run_finished)
+        if self.ids is not None:
+            terms.append(pc.field("id").isin(list(self.ids)))
         if not terms:
             return None
         expr = terms[0]

@@ -189,3 +189,17 @@ def test_split_is_stable_when_data_is_added():
     assert all(grown[i] == side for i, side in first.items())
     assert 0.17 < np.mean(list(grown.values())) < 0.23
     assert not np.array_equal(test_mask(ids, 0.2, seed=8), test_mask(ids, 0.2, seed=7))
+
+
+def test_filter_params_are_the_scan_filter():
+    """params.yaml's filters (export, explore.start) have ScanFilter's fields, once."""
+    from dataclasses import fields
+
+    from mlipstore.config import ExploreParams, FilterParams
+    from mlipstore.filters import ScanFilter
+
+    assert set(FilterParams.model_fields) == {f.name for f in fields(ScanFilter)} - {"ids"}
+    start = ExploreParams.model_validate({"start": {"elements": ["Al"], "max_atoms": 8}})
+    assert start.start.scan_filter() == ScanFilter(elements=["Al"], max_atoms=8)
+    with pytest.raises(ValueError, match="unknown element"):
+        ExploreParams.model_validate({"start": {"elements": ["al"]}})
