@@ -256,10 +256,9 @@ def _plot(exploration: Exploration, path: Path) -> None:
                   label=f"run {run.index}: {run.temperature_K:g} K"
                         + (" (stopped)" if run.stopped else ""))
     gammas = np.array([g for run in exploration.runs for g in run.max_gamma])
-    for ax in (left,):
-        ax.axhline(s.gamma_lower, color="tab:orange", ls="--", lw=1)
-        ax.axhline(s.gamma_upper, color="tab:red", ls="--", lw=1)
-        ax.set_yscale("log")
+    left.axhline(s.gamma_lower, color="tab:orange", ls="--", lw=1)
+    left.axhline(s.gamma_upper, color="tab:red", ls="--", lw=1)
+    left.set_yscale("log")
     left.set(xlabel="time (ps)", ylabel="largest atomic gamma",
              title=f"{len(exploration.runs)} runs; dashed: gamma_lower, gamma_upper")
     left.legend(fontsize=7, loc="upper left")

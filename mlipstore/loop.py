@@ -18,6 +18,7 @@ train), with ACE's extrapolation grade as the uncertainty.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -244,6 +245,4 @@ def _plot_history(rows: list[dict], path: Path) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
     return json.loads(path.read_text())

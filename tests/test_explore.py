@@ -131,3 +131,15 @@ def test_cli_explore_writes_the_generation_folder(project):
     bad = run_command([str(BIN / "mlipstore"), "explore", "--gamma-lower", "5", "--gamma-upper",
                "2"], project, check=False)
     assert bad.returncode == 1 and "gamma_upper (2.0) must exceed gamma_lower" in bad.stderr
+
+
+@pytest.mark.parametrize("ensemble", ["nvt", "npt"])
+def test_thermostats_and_barostat_run(project, ensemble):
+    potential = Potential.load(None, project / "models")
+    s = settings(ensemble=ensemble, steps=30, trajectories=2, temperatures_K=[600.0],
+                 pressures_GPa=[0.0, 5.0], gamma_upper=1000.0)
+    result = explore(potential, pick_starts(project / "data" / "store", s), s, workers=2)
+    assert [run.steps_run for run in result.runs] == [30, 30], \
+        [run.stopped for run in result.runs]
+    pressures = [run.pressure_GPa for run in result.runs]
+    assert pressures == ([0.0, 5.0] if ensemble == "npt" else [None, None])

@@ -79,7 +79,7 @@ def test_emt_loop_converges_and_resumes_after_a_kill(tmp_path, record_property):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done_before = {p.name: p.stat().st_mtime_ns for p in labels.iterdir()}
-    assert 0 < len(done_before) < 12
+    assert 0 < len(done_before) < 20
 
     out = run([MLIPSTORE, "loop"], root, fake=False, timeout=2400).stdout
     assert "stopped: generation 03 reached" in out
@@ -93,7 +93,8 @@ def test_emt_loop_converges_and_resumes_after_a_kill(tmp_path, record_property):
     forces = [h["holdout"]["forces_rmse"] for h in history]
     above = [h["fraction_above_lower"] for h in history]
     stable = [h["stable_time_ps"]["mean"] for h in history]
-    record_property("figure", f"holdout energy RMSE {[round(e, 1) for e in energy]} meV/atom, "
+    record_property("figure", f"killed after {len(done_before)} of 20 labels; "
+                    f"holdout energy RMSE {[round(e, 1) for e in energy]} meV/atom, "
                     f"forces {[round(f, 1) for f in forces]} meV/Å, steps above gamma_lower "
                     f"{[round(a, 3) for a in above]}, stable time {stable} ps")
     assert energy[-1] < energy[0] and forces[-1] < forces[0]
