@@ -399,8 +399,15 @@ def cycle_cmd(paths, project, no_commit) -> None:
                f"{len(results) - good} skipped; {potential.path}")
 
 
-def _floats(text: str | None) -> list[float] | None:
-    return None if text is None else [float(x) for x in text.split(",") if x.strip()]
+def _floats(text: str | None, option: str) -> list[float] | None:
+    """``300,1000`` -> [300.0, 1000.0]; anything else is a usage error naming ``option``."""
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers",
+                                 param_hint=option) from err
 
 
 @main.command("explore")
@@ -437,9 +444,9 @@ def explore_cmd(project, which, start_file, ensemble, temperatures, pressures, s
 
     layout = Layout(Path(project))
     overrides = {k: v for k, v in {
-        "ensemble": ensemble, "temperatures_K": _floats(temperatures),
-        "pressures_GPa": _floats(pressures), "steps": steps, "timestep_fs": timestep_fs,
-        "trajectories": trajectories, "gamma_lower": gamma_lower,
+        "ensemble": ensemble, "temperatures_K": _floats(temperatures, "--temperatures"),
+        "pressures_GPa": _floats(pressures, "--pressures"), "steps": steps,
+        "timestep_fs": timestep_fs, "trajectories": trajectories, "gamma_lower": gamma_lower,
         "gamma_upper": gamma_upper, "max_candidates": max_candidates}.items()
         if v is not None}
     try:

@@ -398,7 +398,9 @@ class ExploreParams(_Strict):
     min_distance_A: PositiveFloat = 0.6
     max_temperature_factor: PositiveFloat = 5.0
     seed: int = 0
-    start: FilterParams = FilterParams()
+    # MD from a structure far from equilibrium heats up until the temperature check
+    # stops it: by default the starts have no force above 5 eV/Å
+    start: FilterParams = FilterParams(max_force=5.0)
 
     @model_validator(mode="after")
     def _ordered(self) -> ExploreParams:

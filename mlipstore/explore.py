@@ -270,7 +270,7 @@ def _plot(exploration: Exploration, path: Path) -> None:
     right.axvline(s.gamma_lower, color="tab:orange", ls="--", lw=1)
     right.axvline(s.gamma_upper, color="tab:red", ls="--", lw=1)
     right.set(xlabel="largest atomic gamma per step", ylabel="steps",
-              title=f"{100 * np.mean(gammas > s.gamma_lower):.0f}% above gamma_lower")
+              title=f"{100 * np.mean(gammas > s.gamma_lower):.1f}% above gamma_lower")
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)

@@ -10,7 +10,9 @@ from pathlib import Path
 from .layout import Layout
 
 TEMPLATES = files("mlipstore") / "templates"
-GITIGNORE = "/.venv/\n__pycache__/\n"
+# the loop's DFT input folders (external route): the outputs computed there are large and
+# enter the project through `mlipstore cycle`
+GITIGNORE = "/.venv/\n__pycache__/\n/explore/*/dft/\n"
 
 
 class ProjectError(RuntimeError):

@@ -131,6 +131,9 @@ def test_cli_explore_writes_the_generation_folder(project):
     bad = run_command([str(BIN / "mlipstore"), "explore", "--gamma-lower", "5", "--gamma-upper",
                "2"], project, check=False)
     assert bad.returncode == 1 and "gamma_upper (2.0) must exceed gamma_lower" in bad.stderr
+    bad = run_command([str(BIN / "mlipstore"), "explore", "--temperatures", "300K"], project,
+                      check=False)
+    assert bad.returncode == 2 and "'300K' is not a comma-separated list" in bad.stderr
 
 
 @pytest.mark.parametrize("ensemble", ["nvt", "npt"])

@@ -44,6 +44,7 @@ def test_external_route_writes_dft_inputs_and_cycle_brings_them_back(tmp_path):
     candidates = ase.io.read(root / "explore" / "gen_01" / "candidates.extxyz", ":")
     assert len(tasks) == len(candidates) > 0
     assert run(["git", "tag"], root).stdout.split() == ["gen-01"]
+    assert run(["git", "status", "--porcelain"], root).stdout == ""  # inputs: ignored
     # "DFT" (EMT) in each folder, then the results come back through cycle
     for task in tasks:
         atoms = ase.io.read(task / "POSCAR")
