@@ -95,8 +95,7 @@ def explore(potential: Potential, starts: Sequence[ase.Atoms], settings: Explore
         temperature, pressure = conditions[index % len(conditions)]
         run = Run(index, str(atoms.info.get("mlipstore_id", index % len(starts))),
                   temperature, pressure, settings.timestep_fs)
-        jobs.append((str(potential.basis_yaml), str(potential.active_set),
-                     potential.meta.get("baseline"), atoms, run, settings.model_dump()))
+        jobs.append((potential, atoms, run, settings.model_dump()))
     runs, collected = [], []
     from .ingest import worker_pool
 
@@ -137,22 +136,16 @@ def pick_starts(store_dir: str | Path, settings: ExploreParams, salt: int = 0
     return [by_id[i] for i in picked]
 
 
-def _md_run(basis_yaml: str, active_set: str, baseline: dict | None, atoms: ase.Atoms,
-            run: Run, settings: dict) -> tuple[Run, list[ase.Atoms]]:
+def _md_run(potential: Potential, atoms: ase.Atoms, run: Run, settings: dict
+            ) -> tuple[Run, list[ase.Atoms]]:
     """One MD run in a worker process (see ``explore``)."""
-    from ase.calculators.mixing import SumCalculator
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from ase.neighborlist import neighbor_list
-    from pyace import PyACECalculator
-
-    from .reference import from_description
 
     s = ExploreParams.model_validate(settings)
-    ace = PyACECalculator(basis_yaml)
-    ace.set_active_set(active_set)
-    pair = from_description(baseline)
+    ace = potential.grading_calculator()
     atoms = atoms.copy()
-    atoms.calc = ace if pair is None else SumCalculator([ace, pair])
+    atoms.calc = potential.calculator(ace)
     rng = np.random.default_rng([s.seed, run.index])
     thermalize_momenta(atoms, run.temperature_K, rng=rng)
     Stationary(atoms)
@@ -243,13 +236,11 @@ def read_candidates(out: str | Path) -> list[ase.Atoms]:
 def _plot(exploration: Exploration, path: Path) -> None:
     """Largest gamma per step of every run (log scale, the thresholds dashed) and the
     distribution of all steps' gamma."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     s = exploration.settings
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), width_ratios=[2, 1])
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2, width_ratios=[2, 1])
     for run in exploration.runs:
         time_ps = np.arange(len(run.max_gamma)) * run.timestep_fs / 1000.0
         left.plot(time_ps, run.max_gamma, lw=0.8,
@@ -274,4 +265,3 @@ def _plot(exploration: Exploration, path: Path) -> None:
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)

@@ -27,15 +27,15 @@ from pathlib import Path
 
 import ase
 import ase.io
-import numpy as np
 
 from ._io import atomic_write, write_json
 from .config import Params, load_params
+from .dataset import DatasetBuilder
 from .explore import explore, pick_starts, read_candidates, write_exploration
 from .layout import Layout
 from .oracle import CalculatorOracle, dask_executor, label, write_dft_inputs
 from .potentials import Potential, list_potentials
-from .workflow import DFTResult, TrainingPhase
+from .workflow import DFTResult, TrainingPhase, results_from_files
 
 log = logging.getLogger(__name__)
 
@@ -158,39 +158,26 @@ class ActiveLearningLoop:
             else:
                 with atomic_write(labels / f"{index:04d}.failed") as fh:
                     fh.write(result.error + "\n")
-        results = []
-        for i in range(len(candidates)):
-            failed = labels / f"{i:04d}.failed"
-            if failed.exists():
-                results.append(DFTResult(candidates[i], success=False,
-                                         error=failed.read_text().strip()))
-            else:
-                atoms = ase.io.read(labels / f"{i:04d}.extxyz", format="extxyz")
-                results.append(DFTResult(
-                    atoms, atoms.get_potential_energy(), atoms.get_forces(),
-                    atoms.get_stress() if "stress" in atoms.calc.results else None))
-        return results
+        failed = [DFTResult(candidates[i], success=False,
+                            error=(labels / f"{i:04d}.failed").read_text().strip())
+                  for i in range(len(candidates)) if (labels / f"{i:04d}.failed").exists()]
+        return failed + results_from_files(sorted(labels.glob("*.extxyz")),
+                                           DatasetBuilder(self.layout.root))
 
 
 def holdout_errors(potential: Potential, path: Path) -> dict:
-    """Energy (meV/atom, total energies) and force (meV/Å) RMSE of the deployed model on
-    the labelled structures of ``path``."""
+    """``metrics.summarize`` of the deployed model (total energies) on the labelled
+    structures of ``path``: energy (meV/atom) and force (meV/Å) RMSE and MAE."""
+    from .metrics import calculator_errors
     from .readers import iread
 
-    calc = potential.calculator()
-    de, df, n = [], [], 0
+    configs = []
     for frame in iread(path):
         if frame.config is None:
             raise ValueError(f"{path}: frame {frame.index}: {frame.error}")
-        atoms = frame.config.to_atoms()
-        reference_energy, reference_forces = frame.config.energy, frame.config.forces
-        atoms.calc = calc
-        de.append((atoms.get_potential_energy() - reference_energy) / len(atoms))
-        df.append((atoms.get_forces() - reference_forces).ravel())
-        n += 1
-    return {"energy_rmse": 1000 * float(np.sqrt(np.mean(np.square(de)))),
-            "forces_rmse": 1000 * float(np.sqrt(np.mean(np.square(np.concatenate(df))))),
-            "structures": n}
+        configs.append(frame.config)
+    return calculator_errors(potential.calculator(), [c.to_atoms() for c in configs],
+                             [c.energy for c in configs], [c.forces for c in configs])
 
 
 HISTORY_COLUMNS = ("generation", "energy_rmse", "forces_rmse", "fraction_above_lower",
@@ -221,13 +208,11 @@ def write_history(layout: Layout) -> None:
 
 
 def _plot_history(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     gens = [r["generation"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, 3)
     panels = [(("energy_rmse", "energy (meV/atom)"), ("forces_rmse", "forces (meV/Å)")),
               (("fraction_above_lower", "steps above gamma_lower"),),
               (("stable_time_ps", "mean stable MD time (ps)"),)]
@@ -241,7 +226,6 @@ def _plot_history(rows: list[dict], path: Path) -> None:
     fig.tight_layout()
     with atomic_write(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
-    plt.close(fig)
 
 
 def _read_json(path: Path) -> dict:

@@ -49,6 +49,20 @@ def summarize(pred: pd.DataFrame) -> dict[str, float | int]:
     }
 
 
+def calculator_errors(calc, structures, energies, forces) -> dict[str, float | int]:
+    """``summarize`` of the ASE calculator ``calc`` on ``structures`` against the
+    reference ``energies`` (eV, per structure) and ``forces`` (eV/Å)."""
+    energy_pred, forces_pred = [], []
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.calc = calc
+        energy_pred.append(atoms.get_potential_energy())
+        forces_pred.append(atoms.get_forces())
+    return summarize(pd.DataFrame({"energy_corrected": np.asarray(energies, dtype=float),
+                                   "energy_pred": energy_pred, "forces": list(forces),
+                                   "forces_pred": forces_pred}))
+
+
 def write_parity(pred: pd.DataFrame, energy_csv: Path, forces_csv: Path,
                  seed: int = 0) -> None:
     """Parity data for ``dvc plots``: DFT vs ACE energy per atom and force components."""

@@ -204,16 +204,10 @@ def _rest_metrics(yace: Path, rest: pd.DataFrame, elements: list[str]) -> dict:
         return _test_metrics(None)
     from pyace import PyACECalculator
 
-    calc = PyACECalculator(str(yace))
-    energy, forces = [], []
-    for atoms in fitted["ase_atoms"]:
-        atoms = atoms.copy()
-        atoms.calc = calc
-        energy.append(atoms.get_potential_energy())
-        forces.append(atoms.get_forces())
-    return summarize(pd.DataFrame({"energy_corrected": fitted["energy_corrected"].to_numpy(),
-                                   "energy_pred": energy, "forces": list(fitted["forces"]),
-                                   "forces_pred": forces}))
+    from .metrics import calculator_errors
+
+    return calculator_errors(PyACECalculator(str(yace)), fitted["ase_atoms"],
+                             fitted["energy_corrected"], fitted["forces"])
 
 
 def _write_plots(plots: Path, train_pred: Path, test_pred: Path | None,

@@ -72,15 +72,25 @@ class Potential:
         """The reference potential subtracted in training (None if none was)."""
         return from_description(self.meta.get("baseline"))
 
-    def calculator(self):
-        """The deployed model as one ASE calculator: ACE (pyace's PyACECalculator), plus
-        the baseline when it was trained by delta learning."""
+    def calculator(self, ace=None):
+        """The deployed model as one ASE calculator: ACE (pyace's PyACECalculator on the
+        .yace, or ``ace``), plus the baseline when it was trained by delta learning."""
         from ase.calculators.mixing import SumCalculator
         from pyace import PyACECalculator
 
-        ace = PyACECalculator(str(self.path))
+        ace = ace or PyACECalculator(str(self.path))
         baseline = self.baseline
         return ace if baseline is None else SumCalculator([ace, baseline])
+
+    def grading_calculator(self):
+        """pyace's calculator on the B-basis (.yaml) with the active set (.asi): after each
+        calculation ``results["gamma"]`` holds every atom's extrapolation grade. Its
+        energies lack the reference energies the .yace carries; its forces are ACE's."""
+        from pyace import PyACECalculator
+
+        calc = PyACECalculator(str(self.basis_yaml))
+        calc.set_active_set(str(self.active_set))
+        return calc
 
     def dimer_energies(self, a: str, b: str, distances: np.ndarray) -> np.ndarray:
         """Energy (eV) of an isolated a-b dimer at each distance (Angstrom)."""

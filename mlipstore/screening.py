@@ -45,10 +45,7 @@ def read_candidates(paths: Iterable[str | Path]) -> list[Candidate]:
 
 def extrapolation_grades(potential: Potential, structures: Sequence[ase.Atoms]) -> np.ndarray:
     """Largest atomic gamma of each structure, from the potential's B-basis and active set."""
-    from pyace import PyACECalculator
-
-    calc = PyACECalculator(str(potential.basis_yaml))
-    calc.set_active_set(str(potential.active_set))
+    calc = potential.grading_calculator()
     grades = []
     for atoms in structures:
         atoms = atoms.copy()

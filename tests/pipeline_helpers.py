@@ -17,6 +17,9 @@ DEMO = REPO / "data" / "raw" / "TiAl_tutorial.xyz"
 TINY_BASIS = {"training.ace_basis_config.number_of_functions_per_element": 10,
               "training.ace_basis_config.nradmax_by_orders": [6, 2, 1],
               "training.ace_basis_config.lmax_by_orders": [0, 1, 1]}
+# a quick pipeline run with the fake pacemaker: that basis, a 40-structure selection
+SMALL_FIT = {"select.n_structures": 40, "training.max_epochs": 4,
+             "select.max_basis_functions": 200, **TINY_BASIS}
 
 
 def env(fake: bool = True, **extra: str) -> dict:

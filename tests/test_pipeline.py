@@ -21,7 +21,7 @@ from mlipstore.project import template_text
 from pipeline_helpers import (
     BIN,
     DEMO,
-    TINY_BASIS,
+    SMALL_FIT,
     metrics,
     new_project,
     ran_stages,
@@ -29,13 +29,11 @@ from pipeline_helpers import (
     split_extxyz,
 )
 
-SMALL = {"select.n_structures": 40, "training.max_epochs": 4,
-         "select.max_basis_functions": 200, **TINY_BASIS}
 METRIC_KEYS = {"energy_rmse", "energy_mae", "forces_rmse", "forces_mae", "n_structures"}
 
 
 def test_pipeline_reproduces_compares_and_grows(tmp_path):
-    root = new_project(tmp_path / "proj", SMALL)
+    root = new_project(tmp_path / "proj", SMALL_FIT)
     raw = root / "data" / "raw"
     split_extxyz(DEMO, [(raw / "a_TiAl_tutorial.xyz", 0, 120)])
     later = tmp_path / "b_TiAl_tutorial.xyz"
@@ -110,7 +108,7 @@ def test_pipeline_reproduces_compares_and_grows(tmp_path):
 
 
 def test_failed_fit_registers_nothing(tmp_path):
-    root = new_project(tmp_path / "proj", SMALL)
+    root = new_project(tmp_path / "proj", SMALL_FIT)
     split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 60)])
     for stage in ("ingest", "export", "select"):
         run([str(BIN / "mlipstore"), "stage", stage, "--quiet"], root)
@@ -131,7 +129,7 @@ def test_bad_params_name_the_key(tmp_path):
 
 
 def test_a_typo_anywhere_in_params_fails_before_anything_is_removed(tmp_path):
-    root = new_project(tmp_path / "proj", SMALL)
+    root = new_project(tmp_path / "proj", SMALL_FIT)
     split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 60)])
     run(["dvc", "repro"], root)
     outputs = ["metrics.json", "plots", "data/export", "data/selection/selected.json"]

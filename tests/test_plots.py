@@ -29,10 +29,8 @@ from mlipstore.metrics import (
 from mlipstore.potentials import register
 from mlipstore.reference import LennardJones
 from mlipstore.store import Store
-from pipeline_helpers import BIN, DEMO, TINY_BASIS, new_project, run, split_extxyz
+from pipeline_helpers import BIN, DEMO, SMALL_FIT, new_project, run, split_extxyz
 
-SMALL = {"select.n_structures": 40, "training.max_epochs": 4,
-         "select.max_basis_functions": 200, **TINY_BASIS}
 IMAGES = ["plots/parity_energy.png", "plots/parity_forces.png", "plots/errors.png",
           "plots/dimer.png"]
 
@@ -46,7 +44,7 @@ def png_size(path) -> tuple[int, int]:
 
 
 def test_train_stage_writes_images_that_dvc_shows(tmp_path):
-    root = new_project(tmp_path / "proj", SMALL)
+    root = new_project(tmp_path / "proj", SMALL_FIT)
     split_extxyz(DEMO, [(root / "data" / "raw" / "a_TiAl_tutorial.xyz", 0, 80)])
     for stage in ("validate", "ingest", "export", "select", "train"):
         run([str(BIN / "mlipstore"), "stage", stage, "--quiet"], root)

@@ -22,10 +22,8 @@ from conftest import cli, emt_frames, tree_digest
 from mlipstore.remotes import add_remote, default_remote_path, remote_objects, remote_url
 from mlipstore.store import Store, StoreError
 from mlipstore.versions import clean_clones, diff_revisions, open_store
-from pipeline_helpers import TINY_BASIS, new_project, ran_stages, run
+from pipeline_helpers import SMALL_FIT, new_project, ran_stages, run
 
-SMALL = {"select.n_structures": 40, "training.max_epochs": 4,
-         "select.max_basis_functions": 200, **TINY_BASIS}
 N_BASE = 200               # configurations of generation 1
 N_NEW = N_BASE // 100      # 1% appended afterwards
 SHARED_DIRS = ("data/store", "data/export", "data/selection", "models")
@@ -50,7 +48,7 @@ class Generation:
 def generation(tmp_path_factory) -> Generation:
     """A project (`mlipstore init`) with N_BASE EMT configurations, the pipeline run with
     the fake pacemaker and everything committed; never pushed, never changed."""
-    root = new_project(tmp_path_factory.mktemp("shared") / "proj", SMALL)
+    root = new_project(tmp_path_factory.mktemp("shared") / "proj", SMALL_FIT)
     ase.io.write(root / "data" / "raw" / "emt.extxyz", emt_frames(N_BASE), format="extxyz")
     run(["dvc", "repro"], root)
     run(["git", "add", "-A"], root)
