@@ -59,8 +59,8 @@ def project(root: Path) -> Path:
 
 def input_yaml(pool: Path, evaluator: str, functions: int, iterations: int) -> dict:
     """pacemaker's input for the demo pool: the default TrainingConfig at this size."""
-    from mlipstore.config import Params
-    from mlipstore.pacemaker import PacemakerRunner
+    from mlipstore.params import Params
+    from mlipstore.training.pacemaker import PacemakerRunner
 
     training = Params().training
     basis = training.ace_basis_config.model_copy(

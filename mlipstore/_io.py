@@ -1,10 +1,12 @@
-"""Plumbing shared by the store and the training side: atomic file writes (a file is
-written under a temporary name beside its target, fsynced and renamed, so a reader or a
-crash sees the old file or the new one, never a part of one) and the cores to use."""
+"""File plumbing shared by every layer: the one atomic write (a file is written under a
+temporary name beside its target, fsynced, renamed, and the rename fsynced with its
+directory, so a reader or a crash sees the old file or the new one, never a part of one),
+JSON written that way, and the sha256 of a file."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -18,8 +20,8 @@ import numpy as np
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path`` (``mode`` "w" or "wb"); on a clean exit it
-    gets the mode the umask gives a new file, is fsynced and renamed onto ``path``; on an
-    error it is removed."""
+    gets the mode the umask gives a new file, is fsynced and renamed onto ``path``, and the
+    directory is fsynced; on an error it is removed and ``path`` is unchanged."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -33,6 +35,16 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make the renames and new names in directory ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -54,8 +66,12 @@ def _jsonable(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity on Linux), at least 1."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in blocks (never the whole file at once)."""
+    with open(path, "rb") as fh:
+        if hasattr(hashlib, "file_digest"):  # Python >= 3.11
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+        h = hashlib.sha256()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+        return h.hexdigest()

@@ -7,44 +7,54 @@ import functools
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from .configuration import KeyMap
-from .filters import ScanFilter
-from .ingest import ingest
-from .store import DEFAULT_STORE, Store, StoreError
+from .errors import MlipstoreError
+from .ingestion.ingest import ingest
+from .layout import Layout
+from .store.configuration import KeyMap
+from .store.filters import ScanFilter, criteria
+from .store.store import Store
 
+DEFAULTS = Layout()  # every path default: relative to the working directory
 store_option = click.option(
-    "--store", "store_dir", default=str(DEFAULT_STORE), show_default=True,
+    "--store", "store_dir", default=str(DEFAULTS.store), show_default=True,
     type=click.Path(file_okay=False), help="Store directory.")
+models_option = click.option(
+    "--models", default=str(DEFAULTS.models), show_default=True,
+    type=click.Path(file_okay=False), help="Registry directory.")
 
 
 def filter_options(func):
-    """Options that build a ScanFilter, passed to the command as ``where``."""
-    @click.option("--elements", help="Only configurations made of these elements, e.g. Al,Ti.")
-    @click.option("--min-atoms", type=int)
-    @click.option("--max-atoms", type=int)
-    @click.option("--min-energy-per-atom", type=float, help="eV/atom, force-consistent energy.")
-    @click.option("--max-energy-per-atom", type=float, help="eV/atom, force-consistent energy.")
-    @click.option("--max-force", type=float, help="Largest per-atom force norm, eV/Å.")
-    @click.option("--tag", "filter_tags", multiple=True, help="Any of these tags (repeatable).")
-    @click.option("--finished-runs/--unfinished-runs", "run_finished", default=None,
-                  help="Only steps of runs that finished / only the complete steps of runs "
-                  "that were cut before their end; default: both.")
+    """One option per ScanFilter criterion (``filters.criteria``); the command gets the
+    ScanFilter as ``where``."""
+    names = []
+    for field, kind in reversed(criteria()):
+        declared = field.metadata["cli"] or f"--{field.name.replace('_', '-')}"
+        name = f"filter_{field.name}"
+        names.append((name, field.name, kind))
+        if kind is bool:
+            option = click.option(declared, name, default=None, help=field.metadata["help"])
+        elif kind is list:  # repeatable, and each value may be comma-separated
+            option = click.option(declared, name, multiple=True, help=field.metadata["help"])
+        else:
+            option = click.option(declared, name, type=kind, help=field.metadata["help"])
+        func = option(func)
+
     @functools.wraps(func)
-    def wrapper(*args, elements, min_atoms, max_atoms, min_energy_per_atom,
-                max_energy_per_atom, max_force, filter_tags, run_finished, **kwargs):
+    def wrapper(*args, **kwargs):
+        given = {}
+        for name, field_name, kind in names:
+            value = kwargs.pop(name)
+            if kind is list:
+                value = [v for item in value for v in item.split(",") if v] or None
+            given[field_name] = value
         try:
-            where = ScanFilter(
-                elements=elements.split(",") if elements else None,
-                min_atoms=min_atoms, max_atoms=max_atoms,
-                min_energy_per_atom=min_energy_per_atom,
-                max_energy_per_atom=max_energy_per_atom,
-                max_force=max_force, tags=filter_tags or None, run_finished=run_finished,
-            )
+            where = ScanFilter(**given)
         except ValueError as err:
             raise click.BadParameter(str(err), param_hint="--elements") from err
         return func(*args, where=where, **kwargs)
@@ -64,9 +74,23 @@ def _parse_references(items: tuple[str, ...]) -> dict[str, float]:
     return refs
 
 
-@click.group()
+class _Main(click.Group):
+    """The command group: the one place where mlipstore's errors become messages."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MlipstoreError as err:
+            # exit status 1 with the message; the traceback only for -v
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            raise click.ClickException(str(err)) from err
+
+
+@click.group(cls=_Main)
 @click.version_option(package_name="mlipstore")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log debug messages; print the traceback of an error.")
 def main(verbose: bool) -> None:
     """A versioned store of DFT training data for ACE potentials (pacemaker)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
@@ -81,7 +105,7 @@ def main(verbose: bool) -> None:
 @store_option
 @click.option("--format", "fmt", help="Reader format (ASE's names, or pacemaker-pickle); "
               "default: detected per file.")
-@click.option("--key-map", help="Labels of non-standard files, e.g. "
+@click.option("--key-map", help="RawFrame of non-standard files, e.g. "
               "energy=REF_energy,forces=REF_forces,stress=REF_stress or virial=virial.")
 @click.option("--tag", "tags", multiple=True, help="Tag stored with every new configuration.")
 @click.option("--trust-pickle", is_flag=True,
@@ -106,8 +130,6 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, require_finis
                         tags=tags, trust_pickle=trust_pickle,
                         require_finished=require_finished, strict=strict,
                         progress=not quiet, workers=jobs)
-    except StoreError as err:
-        raise click.ClickException(str(err)) from err
     except OSError as err:
         raise click.ClickException(f"cannot write to the store {store_dir}: {err}; nothing "
                                    "was committed and nothing stored was changed") from err
@@ -129,10 +151,12 @@ def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, require_finis
               help="Also write histograms of the data (energy per atom, forces, sizes) as PNG.")
 def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
     """Summarise the store: configurations, atoms, elements, shards, bytes."""
+    from .training.targets import source_references
+
     with _versioned_store(repo, rev, store_dir) as store:
-        info = store.info()
+        info = {**store.info(), "source_references": source_references(store)}
         if plot:
-            from .metrics import plot_distributions
+            from .training.metrics import plot_distributions
 
             plot_distributions(store.scan(columns=["n_atoms", "energy", "free_energy",
                                                    "max_force", "chemical_system"]), plot)
@@ -172,12 +196,10 @@ def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
 def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
     """Configurations added and removed from REV_A to REV_B (default: the working tree),
     by content id, with counts per element and per tag."""
-    from .versions import clean_clones, diff_revisions
+    from .store.versions import clean_clones, diff_revisions
 
     try:
         diff = diff_revisions(repo, rev_a, rev_b, store_dir)
-    except StoreError as err:
-        raise click.ClickException(str(err)) from err
     finally:
         clean_clones()
     if as_json:
@@ -221,19 +243,16 @@ def export_cmd(store_dir, output, fmt, references, auto_references, rereference,
                allow_mixed_references, quiet, where) -> None:
     """Write the store (or a filtered part) as training data: a source's energy_corrected
     is the fit target as given; others are energy - references (none by default)."""
-    from .export import ExportError, export_for_pacemaker
-    from .trainers import FORMATS
+    from .training.export import export_store
+    from .training.trainers import FORMATS
 
     if auto_references and references:
         raise click.UsageError("--auto-references and --reference-energy exclude each other")
-    try:
-        report = export_for_pacemaker(
-            _store(store_dir), output, where,
-            "auto" if auto_references else _parse_references(references),
-            progress=not quiet, rereference=rereference,
-            allow_mixed_references=allow_mixed_references, writer=FORMATS[fmt])
-    except (ExportError, StoreError) as err:
-        raise click.ClickException(str(err)) from err
+    report = export_store(
+        Store(store_dir), output, where,
+        "auto" if auto_references else _parse_references(references),
+        progress=not quiet, rereference=rereference,
+        allow_mixed_references=allow_mixed_references, writer=FORMATS[fmt])
     targets = report.targets
     click.echo(f"wrote {report.n_structures} configurations ({report.n_atoms} atoms; "
                f"{' '.join(report.elements)}) to {report.path} ({fmt}); fit targets: "
@@ -247,7 +266,7 @@ def export_cmd(store_dir, output, fmt, references, auto_references, rereference,
               help="Shards with fewer rows are merged.")
 def compact_cmd(store_dir, min_rows) -> None:
     """Merge small shards into large ones (the old ones are removed)."""
-    new = _store(store_dir).compact(min_rows)
+    new = Store(store_dir).compact(min_rows)
     click.echo(f"compacted into {len(new)} shard(s)" if new else "nothing to compact")
 
 
@@ -256,10 +275,7 @@ def compact_cmd(store_dir, min_rows) -> None:
 def migrate_cmd(store_dir) -> None:
     """Rewrite shards of older schema versions as the current version (ids and values
     unchanged). Not needed to read or add data: older shards are read as they are."""
-    try:
-        new, replaced = _store(store_dir).migrate()
-    except StoreError as err:
-        raise click.ClickException(str(err)) from err
+    new, replaced = Store(store_dir).migrate()
     click.echo(f"migrated {replaced} shard(s) into {len(new)}" if new
                else "nothing to migrate: every shard has the current schema version")
 
@@ -268,7 +284,7 @@ def migrate_cmd(store_dir) -> None:
 @store_option
 def verify_cmd(store_dir) -> None:
     """Check every shard: checksum, Parquet page checksums, schema, row content hashes."""
-    problems, counts = _store(store_dir).verify()
+    problems, counts = Store(store_dir).verify()
     for problem in problems:
         click.echo(f"problem: {problem}", err=True)
     note = (f"; {counts['incomplete']} shard(s) of an unfinished write (removed by the next "
@@ -286,14 +302,11 @@ def verify_cmd(store_dir) -> None:
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def stage_cmd(name, project, quiet) -> None:
     """Run one stage of dvc.yaml (dvc repro calls this)."""
-    from .config import ConfigError
-    from .export import ExportError
-    from .pacemaker import PacemakerError
-    from .pipeline import StageError, run_stage
+    from .pipeline.stages import run_stage
 
     try:
         click.echo(run_stage(name, project, progress=not quiet))
-    except (ConfigError, StageError, PacemakerError, ExportError, StoreError) as err:
+    except MlipstoreError as err:  # the message names the stage
         raise click.ClickException(f"stage {name}: {err}") from err
 
 
@@ -302,19 +315,18 @@ def stage_cmd(name, project, quiet) -> None:
 @click.option("--project", default=".", show_default=True, type=click.Path(file_okay=False))
 def add_cmd(paths, project) -> None:
     """Copy DFT outputs into the project's inbox (data/raw); `dvc repro` ingests them."""
-    from .dataset import DatasetBuilder
+    from .pipeline.training_data import TrainingData
 
-    for path in DatasetBuilder(project).add_data(paths):
+    for path in TrainingData(project).add_data(paths):
         click.echo(f"added {path}")
 
 
 @main.command("potentials")
-@click.option("--models", default="models", show_default=True,
-              type=click.Path(file_okay=False), help="Registry directory.")
+@models_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def potentials_cmd(models, as_json) -> None:
     """List the potential generations with their data and metrics."""
-    from .potentials import list_potentials
+    from .potentials.registry import list_potentials
 
     rows = []
     for p in list_potentials(models):
@@ -355,18 +367,15 @@ def _pair(train: dict, test: dict, key: str) -> str:
 def init_cmd(directory, remote, no_remote) -> None:
     """Create a new project: git + DVC with a default remote, dvc.yaml, params.yaml and
     the inbox data/raw."""
-    from .project import ProjectError, init_project
+    from .project import init_project
 
     if remote and no_remote:
         raise click.UsageError("--remote and --no-remote exclude each other")
-    try:
-        root = init_project(directory, remote, add_default_remote=not no_remote)
-    except ProjectError as err:
-        raise click.ClickException(str(err)) from err
+    root = init_project(directory, remote, add_default_remote=not no_remote)
     click.echo(f"created {root}: put DFT outputs into {root}/data/raw (or 'mlipstore add'), "
                "then run 'dvc repro'")
     if not no_remote:
-        from .remotes import DEFAULT_REMOTE_NAME, remote_url
+        from .project import DEFAULT_REMOTE_NAME, remote_url
 
         click.echo(f"'dvc push' sends data to the remote {DEFAULT_REMOTE_NAME}: "
                    f"{remote_url(root)}")
@@ -378,23 +387,17 @@ def init_cmd(directory, remote, no_remote) -> None:
 @click.option("--no-commit", is_flag=True, help="Do not commit and tag the generation.")
 def cycle_cmd(paths, project, no_commit) -> None:
     """Run one generation: add the DFT results in PATHS, `dvc repro`, register gen_NN."""
-    from .dataset import DatasetBuilder
-    from .workflow import TrainingPhase, WorkflowError, WorkflowState, results_from_files
+    from .pipeline.cycle import CycleState, TrainingCycle, results_from_files
+    from .pipeline.training_data import TrainingData
 
-    results = results_from_files(paths, DatasetBuilder(project))
+    results = results_from_files(paths, TrainingData(project))
     for result in results:
         if not result.success:
             click.echo(f"skipped: {result.error}", err=True)
-    phase = TrainingPhase(project, commit=not no_commit)
-    try:
-        potential = phase.run(results)
-    except WorkflowError as err:
-        raise click.ClickException(str(err)) from err
-    except Exception as err:  # dvc reports a failed stage as its own exception types
-        raise click.ClickException(f"the pipeline failed; the workflow state is unchanged: "
-                                   f"{err}") from err
+    phase = TrainingCycle(project, commit=not no_commit)
+    potential = phase.run(results)
     good = sum(r.success for r in results)
-    generation = WorkflowState.load(phase.state_path).generation
+    generation = CycleState.load(phase.state_path).generation
     click.echo(f"generation {generation:02d}: {good} new result(s), "
                f"{len(results) - good} skipped; {potential.path}")
 
@@ -436,35 +439,25 @@ def explore_cmd(project, which, start_file, ensemble, temperatures, pressures, s
     Settings come from params.yaml's `explore` section; the options override them."""
     import ase.io
 
-    from .config import ConfigError, ExploreParams, load_params
-    from .explore import explore, pick_starts, write_exploration
-    from .layout import Layout
-    from .pacemaker import PacemakerError
-    from .potentials import Potential, RegistryError
+    from .params import ExploreParams, load_params, with_overrides
+    from .pipeline.explore import explore, pick_starts, write_exploration
+    from .potentials.registry import Potential
 
     layout = Layout(Path(project))
-    overrides = {k: v for k, v in {
+    overrides = {
         "ensemble": ensemble, "temperatures_K": _floats(temperatures, "--temperatures"),
         "pressures_GPa": _floats(pressures, "--pressures"), "steps": steps,
         "timestep_fs": timestep_fs, "trajectories": trajectories, "gamma_lower": gamma_lower,
-        "gamma_upper": gamma_upper, "max_candidates": max_candidates}.items()
-        if v is not None}
-    try:
-        params = load_params(layout.params) if layout.params.exists() else None
-        base = params.explore.model_dump() if params else {}
-        settings = ExploreParams.model_validate({**base, **overrides})
-        potential = Potential.load(which, layout.models)
-    except (ConfigError, RegistryError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+        "gamma_upper": gamma_upper, "max_candidates": max_candidates}
+    base = load_params(layout.params).explore if layout.params.exists() else ExploreParams()
+    settings = with_overrides(base, overrides, "the options")
+    potential = Potential.load(which, layout.models)
     if start_file:
         starts = ase.io.read(start_file, ":")
     else:
         starts = pick_starts(layout.store, settings)
     out = Path(output) if output else layout.exploration(potential.generation)
-    try:
-        result = explore(potential, starts, settings, workers, progress=True)
-    except (PacemakerError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    result = explore(potential, starts, settings, workers, progress=True)
     summary = write_exploration(result, out)
     for run in result.runs:
         click.echo(f"run {run.index}: {run.temperature_K:g} K, {run.steps_run} steps "
@@ -490,21 +483,15 @@ def loop_cmd(project, generations, oracle, dask_scheduler, workers, no_commit) -
     """Active learning: explore -> label -> train, generation after generation.
 
     Resumable: run it again after a kill and it continues where it stopped."""
-    from .config import ConfigError, load_params
-    from .layout import Layout
-    from .loop import ActiveLearningLoop
-    from .workflow import WorkflowError
+    from .params import load_params, with_overrides
+    from .pipeline.loop import ActiveLearningLoop
 
-    try:
-        params = load_params(Layout(Path(project)).params)
-        loop = params.loop.model_dump()
-        loop.update({k: v for k, v in {"oracle": oracle, "dask_scheduler": dask_scheduler,
-                                        "workers": workers}.items() if v is not None})
-        params = params.model_validate({**params.model_dump(), "loop": loop})
-        runner = ActiveLearningLoop(project, params, commit=not no_commit, progress=True)
-        reports = runner.run(generations)
-    except (ConfigError, WorkflowError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    params = load_params(Layout(Path(project)).params)
+    loop = with_overrides(params.loop, {"oracle": oracle, "dask_scheduler": dask_scheduler,
+                                        "workers": workers}, "the options")
+    runner = ActiveLearningLoop(project, params.model_copy(update={"loop": loop}),
+                                commit=not no_commit, progress=True)
+    reports = runner.run(generations)
     for r in reports:
         e = r.exploration
         test = (f"holdout {r.holdout['energy_rmse']:.1f} meV/atom, "
@@ -519,7 +506,7 @@ def loop_cmd(project, generations, oracle, dask_scheduler, workers, no_commit) -
 @click.argument("candidates", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--potential", "which", default=None,
               help="Generation (gen_02, 2) or path; default: the latest.")
-@click.option("--models", default="models", show_default=True, type=click.Path(file_okay=False))
+@models_option
 @click.option("--gamma-threshold", default=1.0, show_default=True, type=float,
               help="Keep structures whose largest atomic gamma exceeds this.")
 @click.option("--d-optimal", type=int, help="At most this many, chosen D-optimally.")
@@ -527,20 +514,12 @@ def loop_cmd(project, generations, oracle, dask_scheduler, workers, no_commit) -
               help="extxyz of the kept structures (gamma in their info), for DFT.")
 def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) -> None:
     """Extrapolation grade of each candidate structure; list the ones to compute with DFT."""
-    from .potentials import Potential, RegistryError
-    from .screening import read_candidates, screen, write_candidates
+    from .potentials.registry import Potential
+    from .potentials.screening import read_candidates, screen, write_candidates
 
-    try:
-        potential = Potential.load(which, models)
-    except RegistryError as err:
-        raise click.ClickException(str(err)) from err
-    from .pacemaker import PacemakerError
-
+    potential = Potential.load(which, models)
     pool = read_candidates(candidates)
-    try:
-        result = screen(potential, pool, gamma_threshold, d_optimal)
-    except PacemakerError as err:
-        raise click.ClickException(str(err)) from err
+    result = screen(potential, pool, gamma_threshold, d_optimal)
     chosen = result.chosen
     for c in chosen:
         click.echo(f"{c.gamma:10.3f}  {c.source}:{c.frame}")
@@ -557,24 +536,15 @@ def screen_cmd(candidates, which, models, gamma_threshold, d_optimal, output) ->
 @contextlib.contextmanager
 def _versioned_store(repo: str, rev: str | None, store_dir: str) -> Iterator[Store]:
     """The store of ``repo`` at ``rev`` (a local project's working tree without ``rev``),
-    closed afterwards; a missing store or revision is a usage error."""
-    from .versions import clean_clones, open_store
+    closed afterwards."""
+    from .store.versions import clean_clones, open_store
 
     try:
         with open_store(repo, rev, store_dir) as store:
             yield store
-    except StoreError as err:
-        raise click.ClickException(str(err)) from err
     finally:
         if rev is not None:
             clean_clones()
-
-
-def _store(store_dir: str) -> Store:
-    try:
-        return Store(store_dir)
-    except StoreError as err:
-        raise click.ClickException(str(err)) from err
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Where a project keeps things (paths relative to the project root; dvc.yaml uses them)."""
+"""Where a project keeps things: every path of a project, defined here once (relative to
+the project root; dvc.yaml and the templates name the same paths, which a test checks)."""
 
 from __future__ import annotations
 

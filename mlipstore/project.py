@@ -1,22 +1,24 @@
-"""``mlipstore init``: a new project that works like this repository's own."""
+"""A project: ``mlipstore init`` makes a new one that works like this repository's own,
+and its DVC remotes say where ``dvc push`` sends the store and the potentials (a local
+directory, ``s3://bucket/path`` on AWS or any S3-protocol server through ``endpointurl``,
+or ``ssh://user@host/path``)."""
 
 from __future__ import annotations
 
 import logging
-import subprocess
 from importlib.resources import files
 from pathlib import Path
 
+from . import _git
+from ._io import atomic_write
+from .errors import ProjectError
 from .layout import Layout
 
+DEFAULT_REMOTE_NAME = "storage"
 TEMPLATES = files("mlipstore") / "templates"
 # the loop's DFT input folders (external route): the outputs computed there are large and
 # enter the project through `mlipstore cycle`
 GITIGNORE = "/.venv/\n__pycache__/\n/explore/*/dft/\n"
-
-
-class ProjectError(RuntimeError):
-    """The project cannot be created; the message says why."""
 
 
 def template_text(name: str) -> str:
@@ -33,8 +35,6 @@ def init_project(root: str | Path, remote: str | Path | None = None,
     where git knows who you are. Returns the root."""
     from dvc.repo import Repo
 
-    from .remotes import add_remote, default_remote_path, remote_url
-
     layout = Layout(Path(root))
     for existing in ("dvc.yaml", "params.yaml"):
         if (layout.root / existing).exists():
@@ -42,10 +42,11 @@ def init_project(root: str | Path, remote: str | Path | None = None,
     layout.inbox.mkdir(parents=True, exist_ok=True)
     (layout.inbox / ".gitkeep").touch()
     for name in ("dvc.yaml", "params.yaml"):
-        (layout.root / name).write_text(template_text(name))
-    (layout.root / ".gitignore").write_text(GITIGNORE)
-    if not (layout.root / ".git").exists():
-        _git(layout.root, "init", "-q")
+        with atomic_write(layout.root / name) as fh:
+            fh.write(template_text(name))
+    with atomic_write(layout.root / ".gitignore") as fh:
+        fh.write(GITIGNORE)
+    _git.init(layout.root)
     if not (layout.root / ".dvc").exists():
         # DVC would say "You can now commit the changes to git.": this function commits
         dvc_log = logging.getLogger("dvc")
@@ -57,14 +58,48 @@ def init_project(root: str | Path, remote: str | Path | None = None,
             dvc_log.setLevel(level)
     if add_default_remote and (remote is not None or remote_url(layout.root) is None):
         add_remote(layout.root, remote or default_remote_path(layout.root))
-    _git(layout.root, "add", "-A")
     # without a git identity this commit fails; the files stay staged for the user's own
-    _git(layout.root, "commit", "-q", "-m", "mlipstore init", check=False)
+    _git.commit_all(layout.root, "mlipstore init")
     return layout.root
 
 
-def _git(root: Path, *args: str, check: bool = True) -> str:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise ProjectError(f"git {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout.strip() if result.returncode == 0 else ""
+def default_remote_path(root: str | Path) -> Path:
+    """The local remote ``mlipstore init`` configures: ``<root>-dvc-remote`` beside the
+    project (an absolute path, so every clone on this machine finds it)."""
+    root = Path(root).resolve()
+    return root.parent / f"{root.name}-dvc-remote"
+
+
+def is_url(remote: str) -> bool:
+    """True for a URL with a scheme (s3://, ssh://, ...), False for a local path."""
+    return "://" in remote
+
+
+def add_remote(root: str | Path, url: str | Path, name: str = DEFAULT_REMOTE_NAME,
+               default: bool = True, options: dict[str, str] | None = None,
+               local_options: dict[str, str] | None = None) -> str:
+    """Add (or replace) the DVC remote ``name`` of the project at ``root``, like
+    ``dvc remote add [-d]`` plus ``dvc remote modify [--local]``: ``options`` go to the
+    committed ``.dvc/config``, ``local_options`` (credentials) to the git-ignored
+    ``.dvc/config.local``. A local path is stored absolute. Returns the URL stored."""
+    from dvc.repo import Repo
+
+    url = str(url) if is_url(str(url)) else str(Path(url).resolve())
+    with Repo(str(root)) as repo:
+        with repo.config.edit("repo") as conf:
+            conf["remote"][name] = {"url": url, **(options or {})}
+            if default:
+                conf["core"]["remote"] = name
+        if local_options:
+            with repo.config.edit("local") as conf:
+                conf["remote"][name] = dict(local_options)
+    return url
+
+
+def remote_url(root: str | Path, name: str | None = None) -> str | None:
+    """The URL of the project's remote ``name`` (default: the default remote), or None."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        name = name or repo.config["core"].get("remote")
+        return repo.config["remote"][name]["url"] if name else None

@@ -13,7 +13,7 @@ import ase.io
 import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 from generate import configurations, extxyz_frame  # noqa: E402
