@@ -1,6 +1,8 @@
-"""git, in one module: through scmrepo (the git layer DVC itself uses) where it has the
-operation, and through the git command for the one it lacks: a commit of chosen paths
-only (``git commit --only``), which leaves whatever else the user staged as it was."""
+"""git, in one module: through scmrepo (the git layer DVC itself uses) to read a
+repository and to tag, and through the git command where it does what the user's git
+would: ``git init`` (it honours the user's ``init.defaultBranch`` and templates) and
+staging and committing (a commit of chosen paths only, ``git commit --only``, leaves
+whatever else the user staged as it was; a commit without an identity fails as git's)."""
 
 from __future__ import annotations
 
@@ -37,9 +39,7 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
 def init(root: str | Path) -> None:
     """Make ``root`` a git repository unless it is one already."""
     if not (Path(root) / ".git").exists():
-        from scmrepo.git import Git
-
-        Git.init(str(root)).close()
+        _git(Path(root), "init", "-q")
 
 
 def state(root: str | Path) -> dict:
