@@ -78,7 +78,7 @@ class CycleState:
             yaml.safe_dump(asdict(self), fh, sort_keys=False)
 
 
-def results_from_files(paths: Iterable[str | Path], builder: TrainingData) -> list[DFTResult]:
+def results_from_files(paths: Iterable[str | Path], project: TrainingData) -> list[DFTResult]:
     """DFTResults from DFT output files: each valid frame succeeds; a frame or file that
     cannot be used is a failed result carrying the reason (key maps from params.yaml)."""
     from ..ingestion.formats import FileError, iread
@@ -86,7 +86,7 @@ def results_from_files(paths: Iterable[str | Path], builder: TrainingData) -> li
     results = []
     for path in map(Path, paths):
         try:
-            for frame in iread(path, key_map=builder.key_map_for(path)):
+            for frame in iread(path, key_map=project.key_map_for(path)):
                 if frame.config is None:
                     results.append(DFTResult(ase.Atoms(), success=False,
                                              error=f"{path}: frame {frame.index}: {frame.error}"))

@@ -31,46 +31,46 @@ log = logging.getLogger(__name__)
 PARAMS_VALID = "params.yaml is valid (checked by 'mlipstore stage validate')\n"
 
 
-def stage_validate(builder: TrainingData, progress: bool = True) -> str:
-    """The whole params.yaml was validated when ``builder`` loaded it (ConfigError names
+def stage_validate(project: TrainingData, progress: bool = True) -> str:
+    """The whole params.yaml was validated when ``project`` loaded it (ConfigError names
     every bad key). The marker's content never changes, so the stages after it re-run
     only for their own parameters, but a typo anywhere stops ``dvc repro`` here, before
     any stage has removed its outputs."""
-    with atomic_write(builder.layout.params_valid) as fh:
+    with atomic_write(project.layout.params_valid) as fh:
         fh.write(PARAMS_VALID)
-    return f"{builder.layout.params} is valid"
+    return f"{project.layout.params} is valid"
 
 
-def stage_ingest(builder: TrainingData, progress: bool = True) -> str:
-    report = builder.ingest(progress=progress)
+def stage_ingest(project: TrainingData, progress: bool = True) -> str:
+    report = project.ingest(progress=progress)
     lines = report.rejection_lines()
     if not report.ok:
         raise StageError("ingest rejected input (fix or remove these files in "
-                         f"{builder.layout.inbox}):\n" + "\n".join(lines) +
+                         f"{project.layout.inbox}):\n" + "\n".join(lines) +
                          f"\n{report.summary()}")
     return f"{report.summary()}; {report.already_ingested} file(s) already ingested"
 
 
-def stage_export(builder: TrainingData, progress: bool = True) -> str:
-    summary = builder.export_for_pacemaker(progress=progress)
-    write_json(builder.layout.export_summary, summary)
+def stage_export(project: TrainingData, progress: bool = True) -> str:
+    summary = project.export_for_pacemaker(progress=progress)
+    write_json(project.layout.export_summary, summary)
     return (f"exported {summary['n_pool']} training-pool and {summary['n_test']} test "
             f"configurations ({' '.join(summary['elements'])})")
 
 
-def stage_select(builder: TrainingData, progress: bool = True) -> str:
-    s = builder.params.select
-    ids = builder.select_training_set()
-    write_json(builder.layout.selection, {
+def stage_select(project: TrainingData, progress: bool = True) -> str:
+    s = project.params.select
+    ids = project.select_training_set()
+    write_json(project.layout.selection, {
         "method": s.method, "n_requested": s.n_structures, "n_selected": len(ids),
         "seed": s.seed, "ids": ids,
     })
     return f"selected {len(ids)} structures ({s.method})"
 
 
-def stage_train(builder: TrainingData, progress: bool = True) -> str:
+def stage_train(project: TrainingData, progress: bool = True) -> str:
     """Fit the selected structures, register the next generation, write metrics/plots."""
-    layout, params = builder.layout, builder.params
+    layout, params = project.layout, project.params
     selection = json.loads(layout.selection.read_text())
     export = json.loads(layout.export_summary.read_text())
     pool = read_own_pickle(layout.pool)
@@ -101,7 +101,7 @@ def stage_train(builder: TrainingData, progress: bool = True) -> str:
         metrics = {"train": summarize(read_own_pickle(result.train_predictions)),
                    "test": _test_metrics(result.test_predictions),
                    "rest": _rest_metrics(result.potential_yace, rest, elements)}
-        lineage = _lineage(builder, export, selection, train, test, elements, dataset, start,
+        lineage = _lineage(project, export, selection, train, test, elements, dataset, start,
                            result, metrics)
         potential = register({".yace": result.potential_yace, ".yaml": result.potential_yaml,
                               ".asi": result.active_set, ".log": result.log},
@@ -226,13 +226,13 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def _lineage(builder: TrainingData, export: dict, selection: dict, train: pd.DataFrame,
+def _lineage(project: TrainingData, export: dict, selection: dict, train: pd.DataFrame,
              test: pd.DataFrame, elements: list[str], dataset_sha256: str, start: dict,
              result: TrainResult, metrics: dict) -> dict:
     train_ids, test_ids = list(train["name"]), list(test["name"])
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "store": {"path": str(builder.layout.store.relative_to(builder.layout.root)),
+        "store": {"path": str(project.layout.store.relative_to(project.layout.root)),
                   "content_hash": export["store_content_hash"]},
         "dataset_sha256": dataset_sha256,
         "train": {"n_structures": len(train_ids), "ids_sha256": _ids_digest(train_ids),
@@ -243,10 +243,10 @@ def _lineage(builder: TrainingData, export: dict, selection: dict, train: pd.Dat
         "reference_energies": export["reference_energies"],
         "baseline": export["baseline"],
         "selection": {k: v for k, v in selection.items() if k != "ids"},
-        "params": builder.params.model_dump(mode="json"),
+        "params": project.params.model_dump(mode="json"),
         "initial_potential": {k: v for k, v in start.items() if k != "path"},
         "input_yaml": result.input_yaml.read_text(),
-        "git": _git.state(builder.layout.root),
+        "git": _git.state(project.layout.root),
         "versions": {name: _version(name) for name in
                      ("mlipstore", "python-ace", "ase", "tensorflow", "tensorpotential")},
         "timings": {"fit_s": round(result.fit_seconds, 2),
