@@ -18,6 +18,7 @@ from .ingestion.ingest import ingest
 from .layout import Layout
 from .store.configuration import KeyMap
 from .store.filters import ScanFilter, criteria
+from .store.method import SETTINGS, Method, differences, side_by_side
 from .store.store import Store
 
 DEFAULTS = Layout()  # every path default: relative to the working directory
@@ -105,8 +106,13 @@ def main(verbose: bool) -> None:
 @store_option
 @click.option("--format", "fmt", help="Reader format (ASE's names, or pacemaker-pickle); "
               "default: detected per file.")
-@click.option("--key-map", help="RawFrame of non-standard files, e.g. "
-              "energy=REF_energy,forces=REF_forces,stress=REF_stress or virial=virial.")
+@click.option("--key-map", help="Labels of non-standard files, e.g. "
+              "energy=REF_energy,forces=REF_forces,stress=REF_stress or virial=virial; "
+              "DFT method settings stated per frame, e.g. xc=dft_functional.")
+@click.option("--method", "method_text", metavar="SETTING=VALUE,...",
+              help="The DFT method of files that do not state it (extxyz, DataFrames), "
+              "e.g. code=VASP,xc=PBE,cutoff_eV=520; for DFT outputs, settings they do not "
+              "state. Settings: " + ", ".join(SETTINGS) + ".")
 @click.option("--tag", "tags", multiple=True, help="Tag stored with every new configuration.")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow reading pacemaker pickles (unpickling runs code from the file).")
@@ -118,16 +124,21 @@ def main(verbose: bool) -> None:
 @click.option("-j", "--jobs", type=click.IntRange(min=1),
               help="Processes that parse in parallel; default: all cores for 128 MiB of "
               "input or more, else 1.")
-def ingest_cmd(paths, store_dir, fmt, key_map, tags, trust_pickle, require_finished, strict,
-               quiet, jobs) -> None:
-    """Add the DFT configurations in PATHS (files or directories) to the store."""
+def ingest_cmd(paths, store_dir, fmt, key_map, method_text, tags, trust_pickle,
+               require_finished, strict, quiet, jobs) -> None:
+    """Add the DFT configurations in PATHS (files or directories) to the store, with the
+    DFT method each file states."""
     try:
         km = KeyMap.parse(key_map)
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--key-map") from err
     try:
+        method = Method.parse(method_text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--method") from err
+    try:
         report = ingest(paths, Store(store_dir, create=True), format=fmt, key_map=km,
-                        tags=tags, trust_pickle=trust_pickle,
+                        method=method, tags=tags, trust_pickle=trust_pickle,
                         require_finished=require_finished, strict=strict,
                         progress=not quiet, workers=jobs)
     except OSError as err:
@@ -183,6 +194,10 @@ def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
         if info[name]:
             items = ", ".join(f"{k}: {v}" for k, v in sorted(info[name].items()))
             click.echo(f"{name.replace('_', ' '):<14} {items}")
+    methods = info["methods"]
+    click.echo(f"DFT methods    {len(methods)} (configurations per method fingerprint)")
+    for line in side_by_side(methods):
+        click.echo(f"  {line}")
 
 
 @main.command("diff")
@@ -195,7 +210,8 @@ def info_cmd(store_dir, rev, repo, as_json, plot) -> None:
 @click.option("--summary", is_flag=True, help="Counts only, no ids.")
 def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
     """Configurations added and removed from REV_A to REV_B (default: the working tree),
-    by content id, with counts per element and per tag."""
+    by content id, with counts per element, tag and DFT method, and the methods that are
+    new or gone."""
     from .store.versions import clean_clones, diff_revisions
 
     try:
@@ -214,9 +230,23 @@ def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
     for label, counts in (("added by element", diff.added_by_element),
                           ("removed by element", diff.removed_by_element),
                           ("added by tag", diff.added_by_tag),
-                          ("removed by tag", diff.removed_by_tag)):
+                          ("removed by tag", diff.removed_by_tag),
+                          ("added by method", _method_counts(diff.added_by_method)),
+                          ("removed by method", _method_counts(diff.removed_by_method))):
         if counts:
             click.echo(f"{label:<18} {', '.join(f'{k}: {v}' for k, v in counts.items())}")
+    changes = diff.method_changes()
+    if changes["new"] or changes["gone"]:
+        click.echo(f"DFT methods        {len(diff.methods_before)} -> "
+                   f"{len(diff.methods_after)}; new: {', '.join(changes['new']) or 'none'}; "
+                   f"gone: {', '.join(changes['gone']) or 'none'}")
+        both = {**diff.methods_before, **diff.methods_after}
+        for line in side_by_side(both, only=differences(both)):
+            click.echo(f"  {line}")
+
+
+def _method_counts(summary: dict[str, dict]) -> dict[str, int]:
+    return {fingerprint: entry["n_configs"] for fingerprint, entry in summary.items()}
 
 
 @main.command("export")
@@ -237,10 +267,13 @@ def diff_cmd(rev_a, rev_b, store_dir, repo, as_json, summary) -> None:
               "source gave energy_corrected.")
 @click.option("--allow-mixed-references", is_flag=True,
               help="Export targets made with different reference energies together.")
+@click.option("--allow-mixed-methods", is_flag=True,
+              help="Export configurations of different DFT methods (method fingerprints) "
+              "together; default: refused, with a table of what differs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @filter_options
 def export_cmd(store_dir, output, fmt, references, auto_references, rereference,
-               allow_mixed_references, quiet, where) -> None:
+               allow_mixed_references, allow_mixed_methods, quiet, where) -> None:
     """Write the store (or a filtered part) as training data: a source's energy_corrected
     is the fit target as given; others are energy - references (none by default)."""
     from .training.export import export_store
@@ -252,7 +285,8 @@ def export_cmd(store_dir, output, fmt, references, auto_references, rereference,
         Store(store_dir), output, where,
         "auto" if auto_references else _parse_references(references),
         progress=not quiet, rereference=rereference,
-        allow_mixed_references=allow_mixed_references, writer=FORMATS[fmt])
+        allow_mixed_references=allow_mixed_references,
+        allow_mixed_methods=allow_mixed_methods, writer=FORMATS[fmt])
     targets = report.targets
     click.echo(f"wrote {report.n_structures} configurations ({report.n_atoms} atoms; "
                f"{' '.join(report.elements)}) to {report.path} ({fmt}); fit targets: "

@@ -26,7 +26,9 @@ from pydantic import (
 
 from .errors import ConfigError
 from .layout import Layout
+from .store.configuration import KeyMap
 from .store.filters import ScanFilter, check_elements, criteria
+from .store.method import Method
 
 DEFAULT_PARAMS = Layout().params
 
@@ -288,6 +290,23 @@ class IngestParams(_Strict):
     # glob (matched against the path inside the inbox) -> --key-map text
     key_maps: dict[str, str] = {}
     tags: list[str] = []
+    # glob -> the DFT method of matching files that do not state it (extxyz, DataFrames):
+    # --method text or a mapping, e.g. {code: VASP, xc: PBE, cutoff_eV: 520}
+    methods: dict[str, str | dict[str, str | float]] = {}
+
+    @field_validator("key_maps")
+    @classmethod
+    def _parse_key_maps(cls, value):
+        for text in value.values():
+            KeyMap.parse(text)
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _parse_methods(cls, value):
+        for text in value.values():
+            Method.parse(text)
+        return value
 
 
 def _filter_keys() -> dict[str, Any]:
@@ -325,12 +344,15 @@ class ExportParams(FilterParams):
     are energy minus ``reference_energies``: ``auto`` (the sources' own references where
     some targets are theirs, else fitted to the training pool by least squares), a mapping
     (eV), or ``none`` (zero). Targets made with different references are refused unless
-    ``allow_mixed_references`` (see ``targets``).
+    ``allow_mixed_references`` (see ``targets``). Configurations of different DFT
+    methods (fingerprints) are refused unless ``methods: allow_mixed``; choose one with
+    ``method_fingerprints``.
     """
 
     reference_energies: Literal["auto", "none"] | dict[str, float] = "auto"
     rereference: bool = False
     allow_mixed_references: bool = False
+    methods: Literal["single", "allow_mixed"] = "single"
 
     @field_validator("reference_energies")
     @classmethod

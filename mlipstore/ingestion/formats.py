@@ -57,7 +57,9 @@ from ase.io.formats import (
 
 from ..errors import FileError
 from ..store.configuration import STANDARD_KEYS, Configuration, FrameError, KeyMap, RawFrame
+from ..store.method import Method
 from .extxyz import iread_labels
+from .methods import aims_output, espresso_out, vasp_out, vasp_xml
 
 PACEMAKER_PICKLE = "pacemaker-pickle"
 
@@ -296,12 +298,14 @@ class InputFormat:
     """What mlipstore knows of one input format (ASE's name): its reader (None: ASE's
     ``iread``, keyword arguments ``steps.read_kwargs`` on a cut file), how its runs show
     that they finished and which of their steps are complete (None: the format has no
-    such line), and file-name suffixes that name it before ASE's detection."""
+    such line), file-name suffixes that name it before ASE's detection, and the reader of
+    the DFT method its files state (``methods``; None: the format states none)."""
 
     name: str
     reader: Callable[[Path, str, bool], Iterator[RawFrame]] | None = None
     steps: StepRule | None = None
     suffixes: tuple[str, ...] = ()
+    method: Callable[[Path], Method] | None = None
 
 
 # The formats that carry DFT labels, one record each. In a directory walk only these are
@@ -310,24 +314,40 @@ class InputFormat:
 INPUT_FORMATS = {f.name: f for f in [
     InputFormat("vasp-out", steps=StepRule(
         b"General timing and accounting",
-        ends=(b"FREE ENERGIE OF THE ION-ELECTRON SYSTEM",), after=4)),
-    InputFormat("vasp-xml", steps=StepRule(b"</modeling>", ends=(b"</calculation>",))),
+        ends=(b"FREE ENERGIE OF THE ION-ELECTRON SYSTEM",), after=4), method=vasp_out),
+    InputFormat("vasp-xml", steps=StepRule(b"</modeling>", ends=(b"</calculation>",)),
+                method=vasp_xml),
     InputFormat("espresso-out", steps=StepRule(
         b"JOB DONE", ends=(b"Program PWSCF", b"ATOMIC_POSITIONS", b"init_run     :"),
         needs=(b"!    total energy", b"Forces acting on atoms", b"total   stress",
                b"Magnetic moment per site", b"End of self-consistent calculation",
-               b"End of band structure calculation"))),
+               b"End of band structure calculation")), method=espresso_out),
     # ASE refuses an aims output without "Have a nice day." unless non_convergence_ok
     InputFormat("aims-output", steps=StepRule(
         b"Have a nice day", ends=(b"Begin self-consistency loop: Re-initialization",
                                   b"Final output of selected total energy values"),
-        needs=(b"Total atomic forces",), read_kwargs=(("non_convergence_ok", True),))),
+        needs=(b"Total atomic forces",), read_kwargs=(("non_convergence_ok", True),)),
+        method=aims_output),
     InputFormat("extxyz", reader=_iread_extxyz),
     *(InputFormat(name) for name in ("db", "traj", "castep-castep", "gpaw-out",
                                      "cp2k-restart", "gaussian-out", "orca-output")),
     InputFormat(PACEMAKER_PICKLE, reader=_iread_pacemaker, suffixes=(
         ".pckl.gzip", ".pckl.gz", ".pkl.gz", ".pckl", ".pkl", ".pickle")),
 ]}
+
+
+def stated_method(path: Path, fmt: str, given: Method | None = None) -> Method | None:
+    """The DFT method ``path`` states (None for a format that states none), its gaps
+    filled from ``given`` (the user's); FileError if ``given`` contradicts the file."""
+    record = INPUT_FORMATS.get(fmt)
+    if record is None or record.method is None:
+        return given
+    try:
+        return record.method(path).filled_from(given, "the file")
+    except ValueError as err:
+        raise FileError(str(err)) from err
+    except READ_ERRORS as err:
+        raise FileError(f"cannot read: {type(err).__name__}: {err}") from err
 
 
 def _steps(fmt: str) -> StepRule | None:
@@ -372,10 +392,10 @@ def plan(path: Path, fmt: str, frames_per_chunk: int | None = None,
 
 
 def iread_chunk(path: Path, fmt: str, chunk: Chunk, key_map: KeyMap = STANDARD_KEYS,
-                trust_pickle: bool = False) -> Iterator[Frame]:
-    """The frames of one chunk of ``path`` (see ``iread``)."""
+                trust_pickle: bool = False, method: Method | None = None) -> Iterator[Frame]:
+    """The frames of one chunk of ``path`` (see ``iread``), computed with ``method``."""
     if not chunk.run_finished:
-        yield from _iread_cut_run(path, fmt, key_map)
+        yield from _iread_cut_run(path, fmt, key_map, method)
         return
     if chunk.count is not None:
         frames = iread_labels(path, chunk.offset, chunk.count)
@@ -400,7 +420,7 @@ def iread_chunk(path: Path, fmt: str, chunk: Chunk, key_map: KeyMap = STANDARD_K
                         ends_file=True)
             return
         try:
-            yield Frame(index, config=Configuration.from_labels(labels, key_map))
+            yield Frame(index, config=Configuration.from_labels(labels, key_map, method))
         except FrameError as err:
             yield Frame(index, error=str(err))
         index += 1
@@ -409,7 +429,8 @@ def iread_chunk(path: Path, fmt: str, chunk: Chunk, key_map: KeyMap = STANDARD_K
 NO_COMPLETE_STEP = "; the run was cut before its first complete step"
 
 
-def _iread_cut_run(path: Path, fmt: str, key_map: KeyMap) -> Iterator[Frame]:
+def _iread_cut_run(path: Path, fmt: str, key_map: KeyMap, method: Method | None
+                   ) -> Iterator[Frame]:
     """The complete steps of a cut run (``run_finished`` False), then the step it was cut
     in, if ASE returns it, as an error Frame with ``cut``. Should ASE fail before it has
     returned all complete steps (its OUTCAR and FHI-aims readers parse every step before
@@ -454,7 +475,7 @@ def _iread_cut_run(path: Path, fmt: str, key_map: KeyMap) -> Iterator[Frame]:
                             run_finished=False, cut=True)
                 return
             try:
-                config = Configuration.from_labels(labels, key_map)
+                config = Configuration.from_labels(labels, key_map, method)
             except FrameError as err:
                 yield Frame(index, error=str(err), run_finished=False)
             else:
@@ -497,8 +518,10 @@ def iread(
     key_map: KeyMap = STANDARD_KEYS,
     trust_pickle: bool = False,
     require_finished: bool = False,
+    method: Method | None = None,
 ) -> Iterator[Frame]:
-    """Yield every frame of ``path`` as a Frame, valid or with the reason it is not.
+    """Yield every frame of ``path`` as a Frame, valid or with the reason it is not; each
+    configuration carries the DFT method the file states, gaps filled from ``method``.
 
     File-level problems (unknown format, refused pickle, a run cut before its first
     complete step, or any cut run with ``require_finished``) raise FileError. A parse
@@ -506,5 +529,7 @@ def iread(
     complete steps (``run_finished`` False), then the step it was cut in (``cut``).
     """
     fmt = format or detect_format(path)
-    for chunk in plan(path, fmt, require_finished=require_finished):
-        yield from iread_chunk(path, fmt, chunk, key_map, trust_pickle)
+    chunks = plan(path, fmt, require_finished=require_finished)
+    method = stated_method(path, fmt, method)
+    for chunk in chunks:
+        yield from iread_chunk(path, fmt, chunk, key_map, trust_pickle, method)

@@ -26,9 +26,18 @@ from .._io import file_sha256
 from .._workers import usable_cores, worker_pool
 from ..store.codec import Source, configs_to_batch, schema
 from ..store.configuration import STANDARD_KEYS, Configuration, KeyMap
+from ..store.method import Method
 from ..store.shards import ROW_GROUP_ROWS
 from ..store.store import Store, StoreError, Transaction
-from .formats import INPUT_FORMATS, Chunk, FileError, detect_format, iread_chunk, plan
+from .formats import (
+    INPUT_FORMATS,
+    Chunk,
+    FileError,
+    detect_format,
+    iread_chunk,
+    plan,
+    stated_method,
+)
 
 
 @dataclass
@@ -128,6 +137,7 @@ def discover(paths: Iterable[str | Path], format: str | None, report: IngestRepo
 
 KeyMapChoice = KeyMap | Callable[[Path], KeyMap]
 TagsChoice = Sequence[str] | Callable[[Path], Sequence[str]]
+MethodChoice = Method | None | Callable[[Path], Method | None]
 
 FRAMES_PER_TASK = 2048  # frames of a plain extxyz file parsed as one task
 # below this, starting worker processes (a fork server, each importing mlipstore: ~0.8 s)
@@ -147,6 +157,7 @@ class ReadTask:
     fmt: str
     chunk: Chunk
     key_map: KeyMap
+    method: Method | None  # the file's, gaps filled from the user's
     tags: tuple[str, ...]
     trust_pickle: bool
     ingested_at: datetime
@@ -170,7 +181,7 @@ def read_task(task: ReadTask) -> Iterator[Parsed]:
     ends_file = False
     try:
         for frame in iread_chunk(task.path, task.fmt, task.chunk, task.key_map,
-                                 task.trust_pickle):
+                                 task.trust_pickle, task.method):
             if frame.error is not None:
                 rejected.append(Rejection(task.shown, frame.index, frame.error, frame.cut))
                 ends_file = frame.ends_file
@@ -197,8 +208,9 @@ def _read_task_whole(task: ReadTask) -> list[Parsed]:
 
 
 def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags: TagsChoice,
-           trust_pickle: bool, require_finished: bool, skip_sources: Collection[str],
-           report: IngestReport, ingested_at: datetime) -> Iterator[ReadTask]:
+           method: MethodChoice, trust_pickle: bool, require_finished: bool,
+           skip_sources: Collection[str], report: IngestReport, ingested_at: datetime
+           ) -> Iterator[ReadTask]:
     """The read tasks of each file, after the whole-file checks (failures go to report)."""
     for file_no, (path, fmt) in enumerate(files):
         shown = _display_path(path)
@@ -216,6 +228,8 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
             fmt = fmt or detect_format(path)
             chunks = plan(path, fmt, FRAMES_PER_TASK, require_finished)
             ends = [chunk.offset for chunk in chunks[1:]] + [path.stat().st_size]
+            file_method = stated_method(path, fmt, method(path) if callable(method)
+                                        else method)
         except FileError as err:
             report.rejected.append(Rejection(shown, None, str(err)))
             continue
@@ -225,8 +239,8 @@ def _tasks(files: Sequence[tuple[Path, str | None]], key_map: KeyMapChoice, tags
         file_key_map = key_map(path) if callable(key_map) else key_map
         file_tags = tuple(tags(path) if callable(tags) else tags)
         for chunk, end in zip(chunks, ends, strict=True):
-            yield ReadTask(file_no, path, shown, digest, fmt, chunk, file_key_map, file_tags,
-                           trust_pickle, ingested_at, end - chunk.offset)
+            yield ReadTask(file_no, path, shown, digest, fmt, chunk, file_key_map, file_method,
+                           file_tags, trust_pickle, ingested_at, end - chunk.offset)
 
 
 def _run(tasks: Iterable[ReadTask], workers: int
@@ -306,6 +320,7 @@ def ingest(
     format: str | None = None,
     key_map: KeyMapChoice = STANDARD_KEYS,
     tags: TagsChoice = (),
+    method: MethodChoice = None,
     trust_pickle: bool = False,
     require_finished: bool = False,
     strict: bool = False,
@@ -315,7 +330,9 @@ def ingest(
 ) -> IngestReport:
     """Read DFT outputs into ``store``; returns the report (check ``report.ok``).
 
-    ``key_map`` and ``tags`` are fixed or functions of the file. The complete steps of a
+    ``key_map``, ``tags`` and ``method`` (the DFT settings of files that do not state
+    them, e.g. extxyz; for outputs that state some, the ones they lack) are fixed or
+    functions of the file. The complete steps of a
     DFT run that was cut before its end are stored, marked ``run_finished`` false (the
     cut step is rejected, which does not fail the call); ``require_finished`` rejects such
     files whole. Files whose sha256 is in
@@ -337,8 +354,8 @@ def ingest(
         known = store.ids()
         with store.transaction() as txn:
             appender = _Appender(txn, known, report)
-            tasks = _tasks(files, key_map, tags, trust_pickle, require_finished, skip_sources,
-                           report, now)
+            tasks = _tasks(files, key_map, tags, method, trust_pickle, require_finished,
+                           skip_sources, report, now)
             ended: set[int] = set()  # files whose parse error ended them
             for task, parts in _run(tasks, workers):
                 if bar is not None:

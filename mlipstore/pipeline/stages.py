@@ -20,6 +20,7 @@ from .._io import atomic_write, file_sha256, write_json
 from ..errors import StageError
 from ..params import Params, TrainingConfig
 from ..potentials.registry import Potential, parent_for, register
+from ..store.method import UNKNOWN
 from ..training.export import write_pickle_gzip
 from ..training.metrics import summarize, write_dimer_curves, write_parity
 from ..training.pacemaker import PacemakerRunner, TrainResult, atoms_per_element
@@ -83,6 +84,10 @@ def stage_train(project: TrainingData, progress: bool = True) -> str:
         raise StageError("the exported targets were made with another reference potential "
                          "than params.yaml's training section: run the export stage first")
     elements = list(atoms_per_element(train))
+    methods = _methods(export, train, test)
+    if methods["train"].get(UNKNOWN):
+        log.warning("%d of %d training structures state no DFT method (see the lineage's "
+                    "methods)", methods["train"][UNKNOWN], len(train))
     dataset = _ids_digest([*pool["name"], *test["name"]])
     start = initial_potential(params.training, dataset, elements, layout.models)
     if start["reason"]:
@@ -102,7 +107,7 @@ def stage_train(project: TrainingData, progress: bool = True) -> str:
                    "test": _test_metrics(result.test_predictions),
                    "rest": _rest_metrics(result.potential_yace, rest, elements)}
         lineage = _lineage(project, export, selection, train, test, elements, dataset, start,
-                           result, metrics)
+                           result, metrics, methods)
         potential = register({".yace": result.potential_yace, ".yaml": result.potential_yaml,
                               ".asi": result.active_set, ".log": result.log},
                              lineage, layout.models)
@@ -168,11 +173,12 @@ def _unusable_parent(parent: Potential | None, config: TrainingConfig,
 
 
 def _for_pacemaker(frame: pd.DataFrame, config: TrainingConfig | None) -> pd.DataFrame:
-    """The DataFrame pacemaker reads: without the store's ``tags``; with the sources'
-    weights only for ``weighting.policy: source`` (pacemaker uses ``w_energy`` and
-    ``w_forces`` instead of any policy where they are present); with pacemaker's
+    """The DataFrame pacemaker reads: without the store's ``tags`` and method
+    fingerprints; with the sources' weights only for ``weighting.policy: source``
+    (pacemaker uses ``w_energy`` and ``w_forces`` instead of any policy where they are
+    present); with pacemaker's
     per-structure ``w_factor`` from ``weighting.by_tag`` where any is given."""
-    drop = ["tags"]
+    drop = ["tags", "method_fingerprint"]
     if config is None or config.weighting.policy != "source":
         drop += ["w_energy", "w_forces", "virial_weight"]
     out = frame.drop(columns=drop, errors="ignore")
@@ -226,9 +232,25 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
+def _methods(export: dict, train: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """The DFT methods of the training and test structures: counts per fingerprint
+    ("unknown": none stated), each fingerprint's settings, and the export's choice."""
+    def counts(frame: pd.DataFrame) -> dict[str, int]:
+        prints = frame.get("method_fingerprint", pd.Series([None] * len(frame)))
+        return {str(k): int(v) for k, v in prints.fillna(UNKNOWN).value_counts().items()}
+
+    chosen = export.get("methods", {})
+    train_counts, test_counts = counts(train), counts(test)
+    used = set(train_counts) | set(test_counts)
+    return {"train": train_counts, "test": test_counts,
+            "settings": {k: v["settings"] for k, v in chosen.get("summary", {}).items()
+                         if k in used and k != UNKNOWN},
+            "allow_mixed": chosen.get("allow_mixed", False), "chosen": chosen.get("chosen")}
+
+
 def _lineage(project: TrainingData, export: dict, selection: dict, train: pd.DataFrame,
              test: pd.DataFrame, elements: list[str], dataset_sha256: str, start: dict,
-             result: TrainResult, metrics: dict) -> dict:
+             result: TrainResult, metrics: dict, methods: dict) -> dict:
     train_ids, test_ids = list(train["name"]), list(test["name"])
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -242,6 +264,7 @@ def _lineage(project: TrainingData, export: dict, selection: dict, train: pd.Dat
         "elements": elements,  # the potential's, in its order (LAMMPS pair_coeff)
         "reference_energies": export["reference_energies"],
         "baseline": export["baseline"],
+        "methods": methods,  # the DFT methods of the data (store.method)
         "selection": {k: v for k, v in selection.items() if k != "ids"},
         "params": project.params.model_dump(mode="json"),
         "initial_potential": {k: v for k, v in start.items() if k != "path"},

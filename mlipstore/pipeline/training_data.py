@@ -20,8 +20,9 @@ from ..layout import Layout
 from ..params import Params, load_params
 from ..store.codec import elements_of
 from ..store.configuration import Configuration, KeyMap
+from ..store.method import Method
 from ..store.store import Store
-from ..training.export import ExportError, pacemaker_frame, write_pickle_gzip
+from ..training.export import ExportError, check_methods, pacemaker_frame, write_pickle_gzip
 from ..training.selection import make_selection
 from ..training.split import test_mask
 from ..training.targets import TargetError
@@ -79,14 +80,23 @@ class TrainingData:
             added.append(path)
         return added
 
-    def key_map_for(self, path: Path) -> KeyMap:
-        """The key map of params.yaml ``ingest.key_maps`` whose glob matches ``path``."""
+    def _matching(self, patterns: dict, path: Path):
+        """The value of the first glob of ``patterns`` that matches ``path`` (its path
+        inside the inbox, or its name); None if none does."""
         inside = path.is_relative_to(self.layout.inbox)
         relative = (path.relative_to(self.layout.inbox) if inside else path).as_posix()
-        for pattern, text in self.params.ingest.key_maps.items():
+        for pattern, value in patterns.items():
             if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(path.name, pattern):
-                return KeyMap.parse(text)
-        return KeyMap()
+                return value
+        return None
+
+    def key_map_for(self, path: Path) -> KeyMap:
+        """The key map of params.yaml ``ingest.key_maps`` whose glob matches ``path``."""
+        return KeyMap.parse(self._matching(self.params.ingest.key_maps, path))
+
+    def method_for(self, path: Path) -> Method | None:
+        """The DFT method of params.yaml ``ingest.methods`` whose glob matches ``path``."""
+        return Method.parse(self._matching(self.params.ingest.methods, path))
 
     def tags_for(self, path: Path) -> list[str]:
         """params.yaml ``ingest.tags``, plus the inbox folder a file sits in: files in
@@ -99,21 +109,28 @@ class TrainingData:
         store = self.store
         self.layout.inbox.mkdir(parents=True, exist_ok=True)
         return ingest([self.layout.inbox], store, key_map=self.key_map_for,
-                      tags=self.tags_for, skip_sources=store.source_digests(),
+                      method=self.method_for, tags=self.tags_for,
+                      skip_sources=store.source_digests(),
                       progress=progress)
 
     # -- store -> pacemaker files --------------------------------------------------------
     def export_for_pacemaker(self, pool_path: Path | None = None, test_path: Path | None = None,
                              progress: bool = False) -> dict:
         """Write the training pool and the test set (pacemaker DataFrames); return a
-        summary (counts, reference energies, store content hash)."""
+        summary (counts, reference energies, DFT methods, store content hash)."""
         pool_path = pool_path or self.layout.pool
         test_path = test_path or self.layout.test
         p = self.params
-        table = self.store.scan(p.export.scan_filter())
+        where = p.export.scan_filter()
+        table = self.store.scan(where)
         if table.num_rows == 0:
             raise ExportError(f"no configurations in {self.layout.store} match the export "
                               "filters of params.yaml: nothing to train on")
+        try:
+            methods = check_methods(table, p.export.methods == "allow_mixed",
+                                    where.method_fingerprints)
+        except ExportError as err:
+            raise ExportError(f"{self.layout.store}: {err}") from None
         is_test = test_mask(table.column("id").to_pylist(), p.split.test_fraction, p.split.seed)
         pool, test = table.filter(~is_test), table.filter(is_test)
         refs = None if p.export.reference_energies == "none" else p.export.reference_energies
@@ -131,9 +148,11 @@ class TrainingData:
             test_frame = pacemaker_frame(test, refs, baseline, **options)
         except TargetError as err:
             raise ExportError(f"{self.layout.store}: {err}") from err
-        # the store's tags travel with the pool and test set, for weights by tag
+        # the store's tags (for weights by tag) and method fingerprints (for the lineage)
+        # travel with the pool and test set
         for frame, rows in ((pool_frame, pool), (test_frame, test)):
             frame["tags"] = rows.column("tags").to_pylist()
+            frame["method_fingerprint"] = rows.column("method_fingerprint").to_pylist()
         write_pickle_gzip(pool_frame, pool_path)
         write_pickle_gzip(test_frame, test_path)
         return {
@@ -144,6 +163,7 @@ class TrainingData:
                         "test": test_frame.attrs["mlipstore"]["targets"]},
             "baseline": baseline.describe() if baseline is not None else None,
             "elements": elements_of(table),
+            "methods": methods,
             "store_content_hash": self.store.content_hash(),
         }
 

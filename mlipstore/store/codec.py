@@ -16,15 +16,17 @@ import pyarrow as pa
 from ase.data import chemical_symbols
 
 from ..errors import SchemaError
+from . import method as dft_method
 from .configuration import Configuration
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # what changed, version by version (older shards are read as the current version: see conform)
 HISTORY = {
     1: "first version",
     2: "energy nullable; energy_corrected, energy_weight, forces_weight, virial_weight and "
        "run_finished added; stress a variable-length list (pyarrow < 26 cannot read a "
        "nullable fixed-size list back from Parquet)",
+    3: "method (the DFT settings the source states) and method_fingerprint added",
 }
 
 VEC3 = pa.list_(pa.float64(), 3)
@@ -57,6 +59,10 @@ CONVENTIONS = {
     "chemical_system": "sorted unique element symbols joined by '-', e.g. 'Al-Ti'",
     "max_force": "largest per-atom force norm of the configuration (derived, for filtering)",
     "id": "content hash of the configuration, see identity.HASH_SCHEME",
+    "method": "the DFT settings the source states, each null where it does not state it "
+    "(cutoffs and smearing width in eV); null where the source states none",
+    "method_fingerprint": "hash over the method's settings except code_version (see "
+    "store.method); equal fingerprints: computed the same way as far as the sources say",
     "missing": "a value the source does not report is null, never 0",
 }
 
@@ -93,6 +99,9 @@ FIELDS = [
     _field("source_frame", pa.int32(), doc="0-based frame index within the file"),
     _field("source_format", pa.string(), doc="reader format, e.g. vasp-out, extxyz"),
     _field("tags", pa.list_(pa.string()), doc="tags given at ingest"),
+    _field("method", dft_method.ARROW_TYPE, nullable=True, doc=CONVENTIONS["method"]),
+    _field("method_fingerprint", pa.string(), nullable=True,
+           doc=CONVENTIONS["method_fingerprint"]),
     _field("ingested_at", pa.timestamp("us", tz="UTC")),
 ]
 
@@ -200,6 +209,7 @@ def configs_to_batch(configs: Sequence[Configuration], sources: Sequence[Source]
     forces = np.concatenate([c.forces for c in configs])
     force_norms = np.sqrt(np.einsum("ij,ij->i", forces, forces))
     arrow_offsets = pa.array(offsets)
+    methods, fingerprints = dft_method.to_arrow([c.method for c in configs])
     columns = {
         "id": pa.array([c.id for c in configs], pa.string()),
         "n_atoms": pa.array(n_atoms),
@@ -225,6 +235,8 @@ def configs_to_batch(configs: Sequence[Configuration], sources: Sequence[Source]
         "source_frame": pa.array([s.frame for s in sources], pa.int32()),
         "source_format": pa.array([s.format for s in sources], pa.string()),
         "tags": pa.array([list(s.tags) for s in sources], pa.list_(pa.string())),
+        "method": methods,
+        "method_fingerprint": fingerprints,
         "ingested_at": pa.array([ingested_at] * len(configs), pa.timestamp("us", tz="UTC")),
     }
     return pa.RecordBatch.from_pydict(columns, schema=schema())
@@ -326,6 +338,8 @@ def _or_none(value: float) -> float | None:
 def table_to_configurations(table: pa.Table) -> Iterator[tuple[Configuration, str]]:
     """Yield (Configuration, id) for every row of a store table."""
     cols = Columns.from_table(table)
+    methods = (table.column("method").to_pylist() if "method" in table.column_names
+               else [None] * table.num_rows)
     for row in range(table.num_rows):
         atoms = cols.atoms_slice(row)
         stress = cols.stress[row]
@@ -339,5 +353,6 @@ def table_to_configurations(table: pa.Table) -> Iterator[tuple[Configuration, st
             energy_weight=_or_none(cols.energy_weight[row]),
             forces_weight=None if np.isnan(forces_weight).all() else forces_weight,
             virial_weight=_or_none(cols.virial_weight[row]),
+            method=dft_method.from_record(methods[row]),
         )
         yield config, cols.ids[row]

@@ -9,8 +9,9 @@ import ase
 import numpy as np
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from ..errors import FrameError
+from ..errors import ConfigError, FrameError
 from .identity import config_id
+from .method import SETTINGS, Method, setting_value
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,8 @@ class KeyMap:
     ``virial`` (eV) is used when no stress is found: stress = -virial / volume.
     ``energy_corrected`` is a fit target the source made (energy minus its references);
     the weights are per-configuration loss weights (``forces_weight`` per atom or one
-    number for all atoms).
+    number for all atoms). ``method`` maps DFT method settings (``store.method.SETTINGS``,
+    e.g. ``xc``) to labels that state them per frame, e.g. ``xc=dft_functional``.
     """
 
     energy: str = "energy"
@@ -33,25 +35,31 @@ class KeyMap:
     energy_weight: str = "energy_weight"
     forces_weight: str = "forces_weight"
     virial_weight: str = "virial_weight"
+    method: tuple[tuple[str, str], ...] = ()  # (method setting, label) pairs
 
     @classmethod
     def parse(cls, text: str | None) -> KeyMap:
         """Parse ``energy=REF_energy,forces=REF_forces,...`` (the CLI's --key-map)."""
         if not text:
             return cls()
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) - {"method"}
         mapping: dict[str, str] = {}
+        method: list[tuple[str, str]] = []
         for item in text.split(","):
             key, sep, value = item.partition("=")
             key, value = key.strip(), value.strip()
             if not sep or not value:
-                raise ValueError(f"--key-map item {item!r} is not of the form quantity=label")
+                raise ConfigError(f"--key-map item {item!r} is not of the form quantity=label")
+            if key in SETTINGS:
+                method.append((key, value))
+                continue
             if key not in known:
-                raise ValueError(
-                    f"--key-map: unknown quantity {key!r}; known: {', '.join(sorted(known))}"
+                raise ConfigError(
+                    f"--key-map: unknown quantity {key!r}; known: {', '.join(sorted(known))} "
+                    f"and the method settings {', '.join(SETTINGS)}"
                 )
             mapping[key] = value
-        return cls(**mapping)
+        return cls(**mapping, method=tuple(method))
 
 
 STANDARD_KEYS = KeyMap()  # ASE's own names: energy, forces, stress, ...
@@ -113,6 +121,7 @@ class Configuration:
     energy_weight: float | None = None
     forces_weight: np.ndarray | None = None  # (N,)
     virial_weight: float | None = None
+    method: Method | None = None  # the DFT settings the source states
     id: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -120,6 +129,7 @@ class Configuration:
         self.id = config_id(
             self.numbers, self.positions, self.cell, self.pbc,
             self.energy, self.free_energy, self.forces, self.stress, self.energy_corrected,
+            self.method.fingerprint if self.method is not None else None,
         )
 
     @property
@@ -160,13 +170,17 @@ class Configuration:
             raise FrameError("periodic cell has zero volume")
 
     @classmethod
-    def from_atoms(cls, atoms: ase.Atoms, key_map: KeyMap = STANDARD_KEYS) -> Configuration:
+    def from_atoms(cls, atoms: ase.Atoms, key_map: KeyMap = STANDARD_KEYS,
+                   method: Method | None = None) -> Configuration:
         """Read the labels named by ``key_map`` from ``atoms``; raise FrameError if unusable."""
-        return cls.from_labels(RawFrame.from_atoms(atoms), key_map)
+        return cls.from_labels(RawFrame.from_atoms(atoms), key_map, method)
 
     @classmethod
-    def from_labels(cls, labels: RawFrame, key_map: KeyMap = STANDARD_KEYS) -> Configuration:
-        """Read the labels named by ``key_map``; raise FrameError if unusable."""
+    def from_labels(cls, labels: RawFrame, key_map: KeyMap = STANDARD_KEYS,
+                    method: Method | None = None) -> Configuration:
+        """Read the labels named by ``key_map``; raise FrameError if unusable. ``method``
+        is the file's; settings the frame states under ``key_map.method`` labels take
+        precedence."""
         energy = labels.lookup(key_map.energy)
         corrected = labels.lookup(key_map.energy_corrected)
         forces = labels.lookup(key_map.forces)
@@ -206,6 +220,7 @@ class Configuration:
                 energy_weight=scalar("energy_weight"),
                 forces_weight=forces_weight,
                 virial_weight=scalar("virial_weight"),
+                method=_frame_method(labels, key_map, method),
             )
         except (TypeError, ValueError) as err:
             if isinstance(err, FrameError):
@@ -228,6 +243,20 @@ class Configuration:
         if self.forces_weight is not None:
             atoms.arrays["forces_weight"] = self.forces_weight
         return atoms
+
+
+def _frame_method(labels: RawFrame, key_map: KeyMap, method: Method | None
+                  ) -> Method | None:
+    """``method`` with the settings the frame states under the key map's method labels."""
+    stated = {}
+    for setting, label in key_map.method:
+        value = labels.lookup(label)
+        if value is not None:
+            value = value.item() if hasattr(value, "item") else value  # numpy scalars
+            stated[setting] = setting_value(setting, value)
+    if not stated:
+        return method
+    return Method(**{**(method.stated() if method is not None else {}), **stated})
 
 
 def _det3(m: list[list[float]]) -> float:

@@ -12,6 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from ase.data import chemical_symbols
 
+from .method import UNKNOWN
+
 
 def check_elements(symbols: Sequence[str] | None) -> Sequence[str] | None:
     """``symbols`` if each is an element symbol; ValueError naming the others."""
@@ -53,6 +55,10 @@ class ScanFilter:
     run_finished: bool | None = _criterion(
         "Only steps of runs that finished / only the complete steps of runs that were cut "
         "before their end; default: both.", cli="--finished-runs/--unfinished-runs")
+    method_fingerprints: Sequence[str] | None = _criterion(
+        "Only configurations of these DFT method fingerprints (see `mlipstore info`; "
+        "'unknown': those without a stated method); repeatable.",
+        cli="--method-fingerprint")
     ids: Sequence[str] | None = _criterion(
         "Only these configuration ids (a selection stored as ids).", settable=False)
 
@@ -85,6 +91,12 @@ class ScanFilter:
             terms.append(pc.field("max_force") <= self.max_force)
         if self.run_finished is not None:  # null in version-1 shards: finished runs
             terms.append(pc.coalesce(pc.field("run_finished"), True) == self.run_finished)
+        if self.method_fingerprints is not None:
+            prints = [p for p in self.method_fingerprints if p != UNKNOWN]
+            term = pc.field("method_fingerprint").isin(prints)
+            if UNKNOWN in self.method_fingerprints:
+                term = term | pc.field("method_fingerprint").is_null()
+            terms.append(term)
         if self.ids is not None:
             terms.append(pc.field("id").isin(list(self.ids)))
         if not terms:

@@ -17,7 +17,8 @@ import numpy as np
 
 # the hash starts with these bytes (unchanged since schema version 1: ids stay valid)
 _HASH_PREFIX = "sha256-v1:numbers,positions,cell,pbc,energy,free_energy,forces,stress"
-HASH_SCHEME = _HASH_PREFIX + "[,energy_corrected where energy is null]"
+HASH_SCHEME = (_HASH_PREFIX + "[,energy_corrected where energy is null]"
+               "[,method_fingerprint where known]")
 ID_HEX_CHARS = 32  # 128 bits: collisions are not a concern below ~10^18 configurations
 
 
@@ -50,6 +51,7 @@ def config_id(
     forces: np.ndarray,
     stress: np.ndarray | None,
     energy_corrected: float | None = None,
+    method_fingerprint: str | None = None,
 ) -> str:
     """Hex content hash of one configuration (see HASH_SCHEME)."""
     h = hashlib.sha256(_HASH_PREFIX.encode())
@@ -63,4 +65,6 @@ def config_id(
     _update(h, b"stress", stress, "<f8")
     if energy is None:  # ids of configurations with a raw energy are those of version 1
         _update_scalar(h, b"energy_corrected", energy_corrected)
+    if method_fingerprint is not None:  # ids without a method are those of version 2
+        h.update(b"method_fingerprint" + method_fingerprint.encode())
     return h.hexdigest()[:ID_HEX_CHARS]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from .codec import schema
+from .method import SETTINGS
 
 SHARD_RE = re.compile(
     r"^(?P<kind>part|compact)-(?P<txn>[0-9TZ]+-[0-9a-f]{8})-(?P<k>\d{4})of(?P<n>\d{4})"
@@ -64,12 +65,14 @@ def open_writer(path: Path, metadata: dict[bytes, bytes] | None = None) -> pq.Pa
         # is not byte-stream-split (positions and forces came out 25% larger)
         use_dictionary=["n_atoms", "chemical_system", "numbers.list.element", "pbc",
                         "source_path", "source_sha256", "source_format",
-                        "tags.list.element", "ingested_at", "run_finished"],
+                        "tags.list.element", "ingested_at", "run_finished",
+                        "method_fingerprint", *(f"method.{name}" for name in SETTINGS)],
         write_page_checksum=True,  # CRC32 per page: verify() tells which shard is damaged
         # floats compress far better split by byte; ids and sources are high-entropy strings
         use_byte_stream_split=["energy", "free_energy", "energy_corrected", "max_force",
                                "positions.list.element.list.element",
                                "forces.list.element.list.element"],
         write_statistics=["id", "n_atoms", "chemical_system", "energy", "free_energy",
-                          "max_force", "source_path", "ingested_at", "run_finished"],
+                          "max_force", "source_path", "ingested_at", "run_finished",
+                          "method_fingerprint"],
     )

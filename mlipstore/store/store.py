@@ -39,6 +39,7 @@ from ..errors import StoreError
 from ..layout import Layout
 from .codec import SCHEMA_VERSION, SchemaError, check_schema_version, conform, elements_of, schema
 from .filters import ScanFilter
+from .method import summarize
 from .shards import DIGEST_CHARS, REPLACES_KEY, ROW_GROUP_ROWS, ShardName, new_txn, open_writer
 
 DEFAULT_STORE = Layout().store  # data/store, relative to the working directory
@@ -72,6 +73,7 @@ def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str
     except Exception as err:  # noqa: BLE001 - any decoding failure is the finding
         return [*problems, f"unreadable: {type(err).__name__}: {err}"], 0
     cols = Columns.from_table(table)
+    fingerprints = table.column("method_fingerprint").to_pylist()
     wrong = 0
     for row, stored in enumerate(cols.ids):
         sl = cols.atoms_slice(row)
@@ -79,7 +81,8 @@ def _verify_shard(path: Path, name: ShardName, seen: set[str]) -> tuple[list[str
         energy, free, corrected = (None if np.isnan(v) else v for v in (
             cols.energy[row], cols.free_energy[row], cols.energy_corrected[row]))
         computed = config_id(cols.numbers[sl], cols.positions[sl], cols.cells[row],
-                             cols.pbc[row], energy, free, cols.forces[sl], stress, corrected)
+                             cols.pbc[row], energy, free, cols.forces[sl], stress, corrected,
+                             fingerprints[row])
         wrong += computed != stored
     if wrong:
         problems.append(f"{wrong} of {table.num_rows} rows do not match their content hash")
@@ -299,12 +302,14 @@ class StoreReader(abc.ABC):
         return digest.hexdigest()
 
     def info(self) -> dict:
-        """Summary counts: configurations, atoms, elements, shards, bytes on disk."""
+        """Summary counts: configurations, atoms, elements, shards, bytes on disk, and
+        configurations per DFT method fingerprint with its settings."""
         versions = self.schema_versions()
         paths = self.shard_paths()
         table = self.scan(columns=["n_atoms", "chemical_system", "energy", "free_energy",
                                    "energy_corrected", "stress", "energy_weight",
-                                   "forces_weight", "run_finished", "tags", "source_format"])
+                                   "forces_weight", "run_finished", "tags", "source_format",
+                                   "method", "method_fingerprint"])
 
         def given(name: str) -> int:
             return table.num_rows - table.column(name).null_count
@@ -328,6 +333,7 @@ class StoreReader(abc.ABC):
             "formats": _counts(table.column("source_format")),
             "chemical_systems": _counts(table.column("chemical_system")),
             "tags": _counts(pc.list_flatten(table.column("tags"))),
+            "methods": summarize(table),
         }
 
 

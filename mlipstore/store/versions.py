@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .method import summarize
 from .store import DEFAULT_STORE, Store, StoreError, StoreReader, _counts
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-ID_COLUMNS = ["id", "chemical_system", "tags"]
+ID_COLUMNS = ["id", "chemical_system", "tags", "method", "method_fingerprint"]
 
 
 class RevisionStore(StoreReader):
@@ -111,7 +112,8 @@ def clean_clones() -> None:
 @dataclass(frozen=True)
 class StoreDiff:
     """Configurations added and removed between two versions, by content id, with how
-    many of each contain each element and carry each tag."""
+    many of each contain each element, carry each tag and have each DFT method; and the
+    methods of both versions (``store.method.summarize``), to show what changed."""
 
     added: list[str]
     removed: list[str]
@@ -119,6 +121,16 @@ class StoreDiff:
     removed_by_element: dict[str, int] = field(default_factory=dict)
     added_by_tag: dict[str, int] = field(default_factory=dict)
     removed_by_tag: dict[str, int] = field(default_factory=dict)
+    added_by_method: dict[str, dict] = field(default_factory=dict)
+    removed_by_method: dict[str, dict] = field(default_factory=dict)
+    methods_before: dict[str, dict] = field(default_factory=dict)
+    methods_after: dict[str, dict] = field(default_factory=dict)
+
+    def method_changes(self) -> dict[str, list[str]]:
+        """Fingerprints that are new in the second version (``new``) or gone from it
+        (``gone``)."""
+        return {"new": [k for k in self.methods_after if k not in self.methods_before],
+                "gone": [k for k in self.methods_before if k not in self.methods_after]}
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (what ``mlipstore diff --json`` prints)."""
@@ -126,6 +138,10 @@ class StoreDiff:
                 "added_by_element": self.added_by_element,
                 "removed_by_element": self.removed_by_element,
                 "added_by_tag": self.added_by_tag, "removed_by_tag": self.removed_by_tag,
+                "added_by_method": self.added_by_method,
+                "removed_by_method": self.removed_by_method,
+                "methods_before": self.methods_before, "methods_after": self.methods_after,
+                "method_changes": self.method_changes(),
                 "added": self.added, "removed": self.removed}
 
 
@@ -153,7 +169,8 @@ def diff_stores(old: StoreReader, new: StoreReader) -> StoreDiff:
     added, removed = sorted(new_ids - old_ids), sorted(old_ids - new_ids)
     gained, lost = _only(after, added), _only(before, removed)
     return StoreDiff(added, removed, _per_element(gained), _per_element(lost),
-                     _per_tag(gained), _per_tag(lost))
+                     _per_tag(gained), _per_tag(lost), summarize(gained), summarize(lost),
+                     summarize(before), summarize(after))
 
 
 def diff_revisions(repo: str | Path, rev_a: str, rev_b: str | None = None,

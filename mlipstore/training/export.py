@@ -11,6 +11,7 @@ the targets were made are recorded in ``DataFrame.attrs["mlipstore"]``.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,9 +29,12 @@ from .._io import atomic_write
 from ..errors import ExportError
 from ..store.codec import Columns, elements_of
 from ..store.filters import ScanFilter
+from ..store.method import UNKNOWN, differences, side_by_side, summarize
 from ..store.store import StoreReader
 from .reference import PairPotential
 from .targets import ENERGY_RULE, TargetError, fit_targets, force_consistent_energy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +45,33 @@ class ExportReport:
     elements: list[str]
     reference_energies: dict[str, float] = field(default_factory=dict)
     targets: dict = field(default_factory=dict)  # how the fit targets were made
+    methods: dict = field(default_factory=dict)  # the DFT methods and the choice made
+
+
+def check_methods(table: pa.Table, allow_mixed: bool = False,
+                  chosen: list[str] | None = None) -> dict:
+    """The DFT methods of the rows to export, as the lineage records them: ``summary``
+    (configurations and settings per fingerprint), ``allow_mixed`` and ``chosen`` (the
+    fingerprints the filter kept). ExportError with a table of what differs if the rows
+    mix fingerprints, or stated methods with unknown ones, unless ``allow_mixed``."""
+    summary = summarize(table)
+    if len(summary) > 1 and not allow_mixed:
+        differ = differences(summary)
+        unknown = summary.get(UNKNOWN, {}).get("n_configs", 0)
+        lines = side_by_side(summary, only=differ)
+        raise ExportError(
+            f"the export mixes {len(summary)} DFT methods, whose energies are not comparable "
+            f"(settings that differ: {', '.join(differ)}"
+            + (f"; {unknown} configurations state no method" if unknown else "") + "):\n  "
+            + "\n  ".join(lines) + "\nchoose one with --method-fingerprint FINGERPRINT "
+            "(params.yaml: export.method_fingerprints: [FINGERPRINT]), or export them "
+            "together with --allow-mixed-methods (params.yaml: export.methods: allow_mixed)")
+    if UNKNOWN in summary:
+        log.warning("%d of %d configurations state no DFT method: whether they were "
+                    "computed alike cannot be checked", summary[UNKNOWN]["n_configs"],
+                    table.num_rows)
+    return {"summary": summary, "allow_mixed": allow_mixed,
+            "chosen": list(chosen) if chosen is not None else None}
 
 
 def pacemaker_frame(table: pa.Table,
@@ -161,23 +192,30 @@ def write_pickle_gzip(df: pd.DataFrame, path: str | Path) -> None:
 def export_store(store: StoreReader, path: str | Path, where: ScanFilter | None = None,
                  reference_energies: Mapping[str, float] | str | None = None,
                  progress: bool = False, rereference: bool = False,
-                 allow_mixed_references: bool = False,
+                 allow_mixed_references: bool = False, allow_mixed_methods: bool = False,
                  writer: Callable[[pd.DataFrame, Path], None] | None = None) -> ExportReport:
     """Write the configurations matching ``where`` as a pacemaker ``.pckl.gzip`` (or with
-    ``writer``, e.g. one of ``trainers.FORMATS``), atomically. The original design called
-    this function ``export_for_pacemaker`` (the name of ``TrainingData``'s method that
-    writes a project's pool and test files)."""
+    ``writer``, e.g. one of ``trainers.FORMATS``), atomically; refused if they mix DFT
+    methods, unless ``allow_mixed_methods`` (``check_methods``). The original design
+    called this function ``export_for_pacemaker`` (the name of ``TrainingData``'s method
+    that writes a project's pool and test files)."""
+    where = where or ScanFilter()
     table = store.scan(where)
     if table.num_rows == 0:
         present = elements_of(store.scan(columns=["chemical_system"]))
-        raise ExportError(f"no configurations in {store.root} match the filter: nothing to "
+        raise ExportError(f"no configurations in {store.label} match the filter: nothing to "
                           f"export (the store has {' '.join(present) or 'no'} elements)")
+    try:
+        methods = check_methods(table, allow_mixed_methods, where.method_fingerprints)
+    except ExportError as err:
+        raise ExportError(f"{store.label}: {err}") from None
     try:
         df = pacemaker_frame(table, reference_energies, progress=progress,
                              rereference=rereference,
                              allow_mixed_references=allow_mixed_references)
     except TargetError as err:
-        raise ExportError(f"{store.root}: {err}") from err
+        raise ExportError(f"{store.label}: {err}") from err
+    df.attrs["mlipstore"]["methods"] = methods
     (writer or write_pickle_gzip)(df, Path(path))
     meta = df.attrs["mlipstore"]
     return ExportReport(
@@ -187,6 +225,7 @@ def export_store(store: StoreReader, path: str | Path, where: ScanFilter | None 
         elements=elements_of(table),
         reference_energies=meta["reference_energies"],
         targets=meta["targets"],
+        methods=methods,
     )
 
 

@@ -249,7 +249,8 @@ def test_finished_file_reads_as_before(tmp_path, name):
     assert len(frames) == len(images)
     for frame, atoms in zip(frames, images, strict=True):
         assert frame.error is None and frame.run_finished and not frame.cut
-        assert same(frame.config, Configuration.from_atoms(atoms))
+        assert same(frame.config, Configuration.from_atoms(
+            atoms, method=readers.stated_method(path, fmt)))
 
 
 def test_cut_inside_data_ase_fails_on_keeps_the_steps_before(tmp_path):

@@ -171,7 +171,7 @@ def test_killed_writer_is_rolled_back_or_forward(store_dir, tmp_path, emt_xyz):
     with store.writing(), store.transaction() as txn:
         from mlipstore.ingestion.ingest import IngestReport, _tasks, read_task  # noqa: I001
         from datetime import datetime, timezone
-        for task in _tasks([(other, None)], KeyMap(), (), False, False, (), IngestReport(),
+        for task in _tasks([(other, None)], KeyMap(), (), None, False, False, (), IngestReport(),
                            datetime.now(timezone.utc)):
             for part in read_task(task):
                 txn.write(part.batch)
