@@ -93,7 +93,7 @@ class ScanFilter:
             terms.append(pc.coalesce(pc.field("run_finished"), True) == self.run_finished)
         if self.method_fingerprints is not None:
             prints = [p for p in self.method_fingerprints if p != UNKNOWN]
-            term = pc.field("method_fingerprint").isin(prints)
+            term = pc.field("method_fingerprint").isin(pa.array(prints, pa.string()))
             if UNKNOWN in self.method_fingerprints:
                 term = term | pc.field("method_fingerprint").is_null()
             terms.append(term)

@@ -31,6 +31,7 @@ from helpers import (
     tree_digest,
 )
 from mlipstore.project import add_remote, default_remote_path, remote_url
+from mlipstore.store.method import Method
 from mlipstore.store.store import Store, StoreError
 from mlipstore.store.versions import clean_clones, diff_revisions, open_store
 
@@ -204,6 +205,9 @@ def test_any_version_and_diff(generation, tmp_path):
     between two commits (`diff`), against what the working tree held at each."""
     root = _copy(generation, tmp_path / "proj")
     frames = emt_frames(N_NEW, seed=1)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ingest"]["methods"] = {"gen_02/*": "code=ASE,xc=EMT"}  # a method, stated
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _append_one_percent(root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "1% more"], root)
@@ -230,6 +234,11 @@ def test_any_version_and_diff(generation, tmp_path):
     assert diff.added_by_element == {k: v for k, v in {"Au": with_au, "Cu": N_NEW}.items()
                                      if v}
     assert diff.added_by_tag == {"gen_02": N_NEW}
+    emt = Method(code="ASE", xc="EMT").fingerprint
+    assert diff.added_by_method == {emt: {"n_configs": N_NEW,
+                                          "settings": {"code": "ASE", "xc": "EMT"}}}
+    assert diff.method_changes() == {"new": [emt], "gone": []}
+    assert list(diff.methods_before) == ["unknown"]
     back = json.loads(cli("diff", generation.commit, "HEAD", "--repo", root,
                           "--json").output)
     assert back == diff.to_dict()
@@ -239,6 +248,16 @@ def test_any_version_and_diff(generation, tmp_path):
     assert reverse["removed_by_element"] == diff.added_by_element
     text = cli("diff", generation.commit, "--repo", root).output  # to the working tree
     assert f"{N_NEW} added, 0 removed" in text
+    assert f"added by method    {emt}: {N_NEW}" in text
+    assert f"DFT methods        1 -> 2; new: {emt}; gone: none" in text
+    assert f"configurations {N_BASE} {N_NEW}" in " ".join(text.split())
+    assert json.loads(cli("info", "--repo", root, "--rev", generation.commit, "--json"
+                          ).output)["methods"] == {"unknown": {"n_configs": N_BASE,
+                                                               "settings": {}}}
+    now_methods = json.loads(cli("info", "--repo", root, "--rev", "HEAD", "--json"
+                                 ).output)["methods"]
+    assert {k: v["n_configs"] for k, v in now_methods.items()} == {"unknown": N_BASE,
+                                                                   emt: N_NEW}
     assert all(f"+ {config_id}" in text for config_id in added)
 
     with pytest.raises(StoreError, match="unknown revision"):
