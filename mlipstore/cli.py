@@ -291,7 +291,9 @@ def export_cmd(store_dir, output, fmt, references, auto_references, rereference,
     click.echo(f"wrote {report.n_structures} configurations ({report.n_atoms} atoms; "
                f"{' '.join(report.elements)}) to {report.path} ({fmt}); fit targets: "
                f"{targets['n_targets_from_source']} the source's energy_corrected, "
-               f"{targets['n_targets_from_energy']} energy - references")
+               f"{targets['n_targets_from_energy']} energy - references; DFT methods: "
+               + ", ".join(f"{k} ({v['n_configs']})"
+                           for k, v in report.methods["summary"].items()))
 
 
 @main.command("compact")

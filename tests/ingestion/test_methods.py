@@ -134,6 +134,19 @@ def test_each_file_ingests_with_the_method_it_states(tmp_path, relpath):
 
 
 @needs_shared
+def test_vasprun_and_outcar_read_the_same_tags_the_same_way():
+    """Two runs of one dpgen setup (same INCAR but KSPACING, NSW; Ti vs Ti+O): one as
+    vasprun.xml, one as OUTCAR. Their records differ in just those settings."""
+    from mlipstore.ingestion.methods import vasp_out, vasp_xml
+
+    xml = vasp_xml(DFT / "dpdata/tests/poscars/Ti-aimd-nwrite0/vasprun.xml").stated()
+    outcar = vasp_out(DFT / "dpdata/tests/poscars/Ti-O-Ti-v6/OUTCAR").stated()
+    assert set(xml) == set(outcar)
+    assert {k for k in SETTINGS if xml.get(k) != outcar.get(k)} == {"kpoints",
+                                                                    "pseudopotentials"}
+
+
+@needs_shared
 def test_an_aims_basis_change_changes_the_fingerprint(tmp_path):
     text = (DFT / "dpdata/tests/fhi_aims/out_scf").read_text()
     copy = tmp_path / "out_scf"
