@@ -19,6 +19,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
     model_validator,
@@ -294,18 +295,12 @@ class IngestParams(_Strict):
     # --method text or a mapping, e.g. {code: VASP, xc: PBE, cutoff_eV: 520}
     methods: dict[str, str | dict[str, str | float]] = {}
 
-    @field_validator("key_maps")
+    @field_validator("key_maps", "methods")
     @classmethod
-    def _parse_key_maps(cls, value):
+    def _parses(cls, value, info: ValidationInfo):
+        parse = KeyMap.parse if info.field_name == "key_maps" else Method.parse
         for text in value.values():
-            KeyMap.parse(text)
-        return value
-
-    @field_validator("methods")
-    @classmethod
-    def _parse_methods(cls, value):
-        for text in value.values():
-            Method.parse(text)
+            parse(text)
         return value
 
 

@@ -176,8 +176,8 @@ def _for_pacemaker(frame: pd.DataFrame, config: TrainingConfig | None) -> pd.Dat
     """The DataFrame pacemaker reads: without the store's ``tags`` and method
     fingerprints; with the sources' weights only for ``weighting.policy: source``
     (pacemaker uses ``w_energy`` and ``w_forces`` instead of any policy where they are
-    present); with pacemaker's
-    per-structure ``w_factor`` from ``weighting.by_tag`` where any is given."""
+    present); with pacemaker's per-structure ``w_factor`` from ``weighting.by_tag``
+    where any is given."""
     drop = ["tags", "method_fingerprint"]
     if config is None or config.weighting.policy != "source":
         drop += ["w_energy", "w_forces", "virial_weight"]
