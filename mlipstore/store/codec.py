@@ -338,7 +338,7 @@ def _or_none(value: float) -> float | None:
 def table_to_configurations(table: pa.Table) -> Iterator[tuple[Configuration, str]]:
     """Yield (Configuration, id) for every row of a store table."""
     cols = Columns.from_table(table)
-    methods = (table.column("method").to_pylist() if "method" in table.column_names
+    methods = (dft_method.from_table(table) if "method" in table.column_names
                else [None] * table.num_rows)
     for row in range(table.num_rows):
         atoms = cols.atoms_slice(row)
@@ -353,6 +353,6 @@ def table_to_configurations(table: pa.Table) -> Iterator[tuple[Configuration, st
             energy_weight=_or_none(cols.energy_weight[row]),
             forces_weight=None if np.isnan(forces_weight).all() else forces_weight,
             virial_weight=_or_none(cols.virial_weight[row]),
-            method=dft_method.from_record(methods[row]),
+            method=methods[row],
         )
         yield config, cols.ids[row]

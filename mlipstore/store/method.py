@@ -135,12 +135,16 @@ def to_arrow(methods: list[Method | None]) -> tuple[pa.StructArray, pa.StringArr
     return records.take(take), prints.take(take)
 
 
-def from_record(record: Mapping | None) -> Method | None:
-    """The Method of a stored ``method`` struct value (None for null)."""
-    if record is None:
-        return None
-    method = Method(**record)
-    return method if method.fingerprint is not None else None
+def from_table(table: pa.Table) -> list[Method | None]:
+    """The Method of each row of a table with ``method`` and ``method_fingerprint``
+    columns (None: unknown); one object per fingerprint, built from its first row."""
+    prints = table.column("method_fingerprint").to_pylist()
+    records = table.column("method")
+    built: dict[str, Method] = {}
+    for row, fingerprint in enumerate(prints):
+        if fingerprint is not None and fingerprint not in built:
+            built[fingerprint] = Method(**records[row].as_py())
+    return [built.get(fingerprint) for fingerprint in prints]
 
 
 def summarize(table: pa.Table) -> dict[str, dict]:
